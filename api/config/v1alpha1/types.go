@@ -1,0 +1,277 @@
+// Package v1alpha1 holds the operator's own configuration: named connections, the sink
+// whitelist and how runner Jobs are made. The manager reads it from the file given to
+// `sluice manager --config` (mounted from a ConfigMap); runner Jobs get the same file.
+//
+// Credentials are never in this file: each connection names a Secret in the operator's
+// namespace, which the manager mounts into runner Jobs as environment variables (see EnvName).
+package v1alpha1
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"regexp"
+	"slices"
+	"strings"
+
+	"k8s.io/apimachinery/pkg/util/validation"
+	"k8s.io/apimachinery/pkg/util/yaml"
+)
+
+// Kind and APIVersion of the configuration file.
+const (
+	APIVersion = "config.etl.sluice.dev/v1alpha1"
+	Kind       = "OperatorConfig"
+)
+
+// OperatorConfig is the configuration file of `sluice manager` and `sluice runner`.
+type OperatorConfig struct {
+	APIVersion string `json:"apiVersion"`
+	Kind       string `json:"kind"`
+
+	// Runner says how runner Jobs are made.
+	Runner RunnerConfig `json:"runner"`
+
+	// StateConnection is the Postgres connection holding the `etl` schema (etl_state,
+	// etl_runs). When a pipeline's sink uses the same connection, its rows and its checkpoint
+	// commit in one transaction.
+	StateConnection string `json:"stateConnection"`
+
+	// Postgres lists the named Postgres connections (sources and `analytics.*` sinks).
+	Postgres []PostgresConnection `json:"postgres,omitempty"`
+
+	// Elasticsearch lists the named Elasticsearch connections.
+	Elasticsearch []ElasticsearchConnection `json:"elasticsearch,omitempty"`
+
+	// AllowedTargets is the sink whitelist: nothing else is ever written.
+	AllowedTargets AllowedTargets `json:"allowedTargets"`
+}
+
+// RunnerConfig says how runner Jobs are made.
+type RunnerConfig struct {
+	// Image is the Sluice image the runner Jobs run.
+	Image string `json:"image"`
+	// ImagePullPolicy of the runner container (default IfNotPresent).
+	ImagePullPolicy string `json:"imagePullPolicy,omitempty"`
+	// ServiceAccountName the runner Jobs use: it may only get and patch ETLPipeline status.
+	ServiceAccountName string `json:"serviceAccountName"`
+	// BackoffLimit is how many crashed runner pods a run replaces (default 3). Each
+	// replacement resumes from the checkpoint.
+	BackoffLimit *int32 `json:"backoffLimit,omitempty"`
+	// ConfigMapName is the ConfigMap holding this file, mounted into runner Jobs.
+	ConfigMapName string `json:"configMapName"`
+	// ConfigMapKey is the key of this file in that ConfigMap (default config.yaml).
+	ConfigMapKey string `json:"configMapKey,omitempty"`
+}
+
+// SecretKeyRef points at one key of a Secret in the operator's namespace.
+type SecretKeyRef struct {
+	Name string `json:"name"`
+	Key  string `json:"key"`
+}
+
+// PostgresConnection is a named Postgres database.
+type PostgresConnection struct {
+	Name string `json:"name"`
+	// DSNSecret holds the connection string (a postgres:// URL or key=value DSN).
+	DSNSecret SecretKeyRef `json:"dsnSecret"`
+}
+
+// ElasticsearchConnection is a named Elasticsearch cluster.
+type ElasticsearchConnection struct {
+	Name string `json:"name"`
+	// URLs of the cluster's HTTP endpoints.
+	URLs []string `json:"urls"`
+	// CredentialsSecret optionally names a Secret with keys `username` and `password`, or
+	// `apiKey`, and optionally `ca.crt` (a PEM bundle).
+	CredentialsSecret string `json:"credentialsSecret,omitempty"`
+}
+
+// AllowedTargets is the sink whitelist.
+type AllowedTargets struct {
+	// PostgresTables are the allowed `analytics.<table>` targets, written in full.
+	PostgresTables []string `json:"postgresTables,omitempty"`
+	// ElasticsearchIndexes are the allowed index names (without the `es:` prefix).
+	ElasticsearchIndexes []string `json:"elasticsearchIndexes,omitempty"`
+}
+
+// Credential keys of an Elasticsearch credentials Secret.
+const (
+	ESUsernameKey = "username"
+	ESPasswordKey = "password"
+	ESAPIKeyKey   = "apiKey"
+	ESCACertKey   = "ca.crt"
+)
+
+// Load reads and validates a configuration file.
+func Load(path string) (*OperatorConfig, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read config %s: %w", path, err)
+	}
+	cfg, err := Parse(data)
+	if err != nil {
+		return nil, fmt.Errorf("config %s: %w", path, err)
+	}
+	return cfg, nil
+}
+
+// Parse decodes and validates a configuration document, rejecting unknown fields.
+func Parse(data []byte) (*OperatorConfig, error) {
+	cfg := &OperatorConfig{}
+	dec := yaml.NewYAMLOrJSONDecoder(bytes.NewReader(data), 4096)
+	if err := dec.Decode(cfg); err != nil {
+		return nil, fmt.Errorf("decode: %w", err)
+	}
+	cfg.Default()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	return cfg, nil
+}
+
+// Default fills optional fields.
+func (c *OperatorConfig) Default() {
+	if c.Runner.ImagePullPolicy == "" {
+		c.Runner.ImagePullPolicy = "IfNotPresent"
+	}
+	if c.Runner.ConfigMapKey == "" {
+		c.Runner.ConfigMapKey = "config.yaml"
+	}
+	if c.Runner.BackoffLimit == nil {
+		limit := int32(3)
+		c.Runner.BackoffLimit = &limit
+	}
+}
+
+var tableRe = regexp.MustCompile(`^analytics\.[a-z_][a-z0-9_]{0,62}$`)
+
+// Validate checks the configuration as a whole.
+func (c *OperatorConfig) Validate() error {
+	var errs []string
+	if c.APIVersion != APIVersion || c.Kind != Kind {
+		errs = append(errs, fmt.Sprintf("apiVersion/kind must be %s/%s", APIVersion, Kind))
+	}
+	if c.Runner.Image == "" {
+		errs = append(errs, "runner.image is required")
+	}
+	seen := map[string]bool{}
+	for i, p := range c.Postgres {
+		if msgs := validation.IsDNS1123Label(p.Name); len(msgs) > 0 {
+			errs = append(errs, fmt.Sprintf("postgres[%d].name %q: %s", i, p.Name, strings.Join(msgs, "; ")))
+		}
+		if seen["pg/"+p.Name] {
+			errs = append(errs, fmt.Sprintf("postgres[%d].name %q is duplicated", i, p.Name))
+		}
+		seen["pg/"+p.Name] = true
+		if p.DSNSecret.Name == "" || p.DSNSecret.Key == "" {
+			errs = append(errs, fmt.Sprintf("postgres[%d] (%s): dsnSecret.name and dsnSecret.key are required", i, p.Name))
+		}
+	}
+	for i, e := range c.Elasticsearch {
+		if msgs := validation.IsDNS1123Label(e.Name); len(msgs) > 0 {
+			errs = append(errs, fmt.Sprintf("elasticsearch[%d].name %q: %s", i, e.Name, strings.Join(msgs, "; ")))
+		}
+		if seen["es/"+e.Name] {
+			errs = append(errs, fmt.Sprintf("elasticsearch[%d].name %q is duplicated", i, e.Name))
+		}
+		seen["es/"+e.Name] = true
+		if len(e.URLs) == 0 {
+			errs = append(errs, fmt.Sprintf("elasticsearch[%d] (%s): urls is required", i, e.Name))
+		}
+	}
+	if c.StateConnection == "" {
+		errs = append(errs, "stateConnection is required")
+	} else if c.PostgresConnection(c.StateConnection) == nil {
+		errs = append(errs, fmt.Sprintf("stateConnection %q is not a postgres connection", c.StateConnection))
+	}
+	for _, t := range c.AllowedTargets.PostgresTables {
+		if !tableRe.MatchString(t) {
+			errs = append(errs, fmt.Sprintf("allowedTargets.postgresTables: %q is not analytics.<table>", t))
+		}
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("invalid configuration: %s", strings.Join(errs, "; "))
+	}
+	return nil
+}
+
+// PostgresConnection returns the named Postgres connection, or nil.
+func (c *OperatorConfig) PostgresConnection(name string) *PostgresConnection {
+	for i := range c.Postgres {
+		if c.Postgres[i].Name == name {
+			return &c.Postgres[i]
+		}
+	}
+	return nil
+}
+
+// ElasticsearchConnection returns the named Elasticsearch connection, or nil. An empty name
+// selects the only connection, or the one named `default`.
+func (c *OperatorConfig) ElasticsearchConnection(name string) *ElasticsearchConnection {
+	if name == "" {
+		if len(c.Elasticsearch) == 1 {
+			return &c.Elasticsearch[0]
+		}
+		name = "default"
+	}
+	for i := range c.Elasticsearch {
+		if c.Elasticsearch[i].Name == name {
+			return &c.Elasticsearch[i]
+		}
+	}
+	return nil
+}
+
+// PostgresTableAllowed reports whether `analytics.<table>` is whitelisted.
+func (c *OperatorConfig) PostgresTableAllowed(target string) bool {
+	return slices.Contains(c.AllowedTargets.PostgresTables, target)
+}
+
+// ElasticsearchIndexAllowed reports whether an index is whitelisted.
+func (c *OperatorConfig) ElasticsearchIndexAllowed(index string) bool {
+	return slices.Contains(c.AllowedTargets.ElasticsearchIndexes, index)
+}
+
+// Environment variable names under which a runner finds connection credentials. The manager
+// fills them from the connections' Secrets; a runner started by hand (tests, debugging) can set
+// them directly.
+func envConn(kind, name, key string) string {
+	n := strings.ToUpper(strings.ReplaceAll(name, "-", "_"))
+	return "SLUICE_" + kind + "_" + n + "_" + key
+}
+
+// PostgresDSNEnv is the variable holding the DSN of a Postgres connection.
+func PostgresDSNEnv(name string) string { return envConn("PG", name, "DSN") }
+
+// ElasticsearchEnv is the variable holding one credential key (ESUsernameKey, ESPasswordKey,
+// ESAPIKeyKey) of an Elasticsearch connection.
+func ElasticsearchEnv(name, key string) string {
+	k := map[string]string{ESUsernameKey: "USERNAME", ESPasswordKey: "PASSWORD", ESAPIKeyKey: "API_KEY"}[key]
+	return envConn("ES", name, k)
+}
+
+// ElasticsearchCAPath is where an Elasticsearch connection's CA bundle is mounted in a runner.
+func ElasticsearchCAPath(name string) string { return "/etc/sluice/es/" + name + "/" + ESCACertKey }
+
+// Runner environment variables that describe the run (set by the manager on the Job).
+const (
+	EnvPipelineNamespace = "SLUICE_PIPELINE_NAMESPACE"
+	EnvPipelineName      = "SLUICE_PIPELINE_NAME"
+	EnvRunID             = "SLUICE_RUN_ID"
+	// EnvSpec holds the JSON of the validated, defaulted ETLPipelineSpec the run executes.
+	EnvSpec = "SLUICE_SPEC"
+	// EnvGeneration is the spec generation the run executes.
+	EnvGeneration = "SLUICE_GENERATION"
+	// DefaultConfigPath is where the configuration file is mounted in a runner.
+	DefaultConfigPath = "/etc/sluice/config.yaml"
+)
+
+// Runner exit codes. The runner Job's podFailurePolicy fails the Job at once on ExitBusiness.
+const (
+	ExitOK       = 0
+	ExitInfra    = 1
+	ExitBusiness = 42
+	// ExitFenced: another runner owns the pipeline; this one stopped without writing.
+	ExitFenced = 43
+)

@@ -1,0 +1,47 @@
+package v1alpha1
+
+// Condition types. Ready is the summary; Reconciling and Stalled follow kstatus so that
+// `kubectl wait`, Argo CD and Flux understand the pipeline.
+const (
+	ConditionReady         = "Ready"
+	ConditionReconciling   = "Reconciling"
+	ConditionStalled       = "Stalled"
+	ConditionTargetAllowed = "TargetAllowed"
+)
+
+// Condition reasons (PascalCase, stable: tools match on them).
+const (
+	ReasonInvalidSpec       = "InvalidSpec"
+	ReasonTargetNotAllowed  = "TargetNotAllowed"
+	ReasonTargetAllowed     = "TargetAllowed"
+	ReasonUnknownConnection = "UnknownConnection"
+	ReasonRunRequested      = "RunRequested"
+	ReasonRunning           = "Running"
+	ReasonPauseRequested    = "PauseRequested"
+	ReasonPaused            = "Paused"
+	ReasonSucceeded         = "Succeeded"
+	ReasonRunFailed         = "RunFailed"
+	ReasonJobFailed         = "JobFailed"
+	// ReasonRunUnreported: the run's Job ended (or vanished) without the runner reporting the
+	// end of the run, so the manager closed the run on its behalf.
+	ReasonRunUnreported = "RunUnreported"
+)
+
+// Well-known annotations and labels.
+const (
+	// AnnotationRunRequestedAt requests a run when it gets a new value (any string; a
+	// timestamp by convention). The value handled last is echoed in status.lastHandledRunRequest.
+	AnnotationRunRequestedAt = "etl.sluice.dev/run-requested-at"
+
+	// LabelPipelineNamespace and LabelPipelineName tie a runner Job to its pipeline.
+	LabelPipelineNamespace = "etl.sluice.dev/pipeline-namespace"
+	LabelPipelineName      = "etl.sluice.dev/pipeline-name"
+	// LabelRunID carries the run id on the runner Job.
+	LabelRunID = "etl.sluice.dev/run-id"
+	// AnnotationPipeline carries `<namespace>/<name>` of the pipeline on its runner Jobs: label
+	// values are limited to 63 characters, a pipeline name is not, so the label may be hashed.
+	AnnotationPipeline = "etl.sluice.dev/pipeline"
+
+	// Finalizer lets the manager delete a pipeline's Jobs, which live in another namespace.
+	Finalizer = "etl.sluice.dev/jobs"
+)

@@ -1,0 +1,375 @@
+package v1alpha1
+
+import (
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// DesiredState is what the user wants the pipeline to do.
+// +kubebuilder:validation:Enum=Running;Paused
+type DesiredState string
+
+const (
+	// DesiredRunning lets runs start (on creation, spec change, annotation, schedule, resume).
+	DesiredRunning DesiredState = "Running"
+	// DesiredPaused stops the pipeline between batches and starts no new run.
+	DesiredPaused DesiredState = "Paused"
+)
+
+// Mode selects how much of the source a run reads.
+// +kubebuilder:validation:Enum=Full;Incremental
+type Mode string
+
+const (
+	// ModeFull re-reads the whole source (a backfill). Inside one run it resumes from its
+	// checkpoint after a crash or a pause; a completed run resets the checkpoint.
+	ModeFull Mode = "Full"
+	// ModeIncremental reads only rows after the committed checkpoint, which is kept across runs.
+	ModeIncremental Mode = "Incremental"
+)
+
+// ElasticsearchAction is the bulk action used for an Elasticsearch target.
+// +kubebuilder:validation:Enum=Update;Index
+type ElasticsearchAction string
+
+const (
+	// ActionUpdate sends bulk `update` with `doc_as_upsert: true`: a document merges into the
+	// existing one, fields absent from the row are kept.
+	ActionUpdate ElasticsearchAction = "Update"
+	// ActionIndex sends bulk `index`: the document replaces the existing one as a whole. It is
+	// much cheaper for Elasticsearch and right when the row carries the whole document.
+	ActionIndex ElasticsearchAction = "Index"
+)
+
+// ETLPipelineSpec is the desired state of an ETLPipeline. It belongs to the user (and Git):
+// Sluice never writes it.
+//
+// +kubebuilder:validation:XValidation:rule="self.mode != 'Incremental' || has(self.source.cursor.column)",message="source.cursor.column is required when mode is Incremental",fieldPath=".source.cursor.column"
+// +kubebuilder:validation:XValidation:rule="has(self.tasks) || has(self.source.query)",message="one of source.query (legacy mode) or tasks (tasks mode) is required",fieldPath=".source.query"
+// +kubebuilder:validation:XValidation:rule="!has(self.target.action) || self.target.name.startsWith('es:')",message="target.action applies only to an Elasticsearch target (es:<index>)",fieldPath=".target.action"
+type ETLPipelineSpec struct {
+	// DesiredState is Running (runs may start) or Paused (a run stops between batches, none
+	// starts). Patch it to pause and resume.
+	// +kubebuilder:default=Running
+	// +optional
+	DesiredState DesiredState `json:"desiredState,omitempty"`
+
+	// Mode is Full (re-read everything) or Incremental (read after the checkpoint).
+	// +required
+	Mode Mode `json:"mode"`
+
+	// Source is where rows are read from.
+	// +required
+	Source SourceSpec `json:"source"`
+
+	// Tasks is the linear task plan (tasks mode): one `sql` reader, then `python` transforms.
+	// When present it overrides source.query.
+	// +kubebuilder:validation:MinItems=1
+	// +kubebuilder:validation:MaxItems=16
+	// +kubebuilder:validation:XValidation:rule="has(self[0].sql)",message="the first task must be an sql task"
+	// +kubebuilder:validation:XValidation:rule="self.all(t, !has(t.sql) || t.name == self[0].name)",message="only the first task may be an sql task; later tasks must be python"
+	// +listType=map
+	// +listMapKey=name
+	// +optional
+	Tasks []Task `json:"tasks,omitempty"`
+
+	// Target is where rows are written.
+	// +required
+	Target TargetSpec `json:"target"`
+
+	// BatchSize is the number of reader rows per batch; the checkpoint is committed after each.
+	// +kubebuilder:default=5000
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=100000
+	// +optional
+	BatchSize int32 `json:"batchSize,omitempty"`
+
+	// Schedule is an optional cron expression (five fields, or @hourly, @daily, @every 10m, ...).
+	// A run starts at each tick while desiredState is Running and no run is active.
+	// +kubebuilder:validation:MaxLength=128
+	// +kubebuilder:validation:Pattern=`^(@(yearly|annually|monthly|weekly|daily|midnight|hourly)|@every [0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h)([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))*|[0-9A-Za-z*/,?-]+( +[0-9A-Za-z*/,?-]+){4})$`
+	// +optional
+	Schedule string `json:"schedule,omitempty"`
+
+	// Retry is the policy for infrastructure errors (connection loss, overload): a batch is
+	// retried from the last checkpoint with exponential backoff.
+	// +kubebuilder:default={}
+	// +optional
+	Retry RetrySpec `json:"retry,omitempty"`
+
+	// TransformTimeout bounds the time the Python transforms may spend on one batch.
+	// +kubebuilder:default="60s"
+	// +optional
+	TransformTimeout *metav1.Duration `json:"transformTimeout,omitempty"`
+}
+
+// SourceSpec names the Postgres source and how to page through it.
+type SourceSpec struct {
+	// Connection is the name of a Postgres connection in the operator's configuration.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=63
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`
+	// +required
+	Connection string `json:"connection"`
+
+	// Query is the legacy-mode reader: one SQL SELECT. Ignored when tasks are given.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=65536
+	// +optional
+	Query string `json:"query,omitempty"`
+
+	// Cursor says how the reader's output is ordered and paged.
+	// +required
+	Cursor CursorSpec `json:"cursor"`
+}
+
+// CursorSpec defines the keyset order of the reader's output: (column, keyColumns...).
+type CursorSpec struct {
+	// Column is the monotonic column (for example updated_at) an Incremental pipeline resumes
+	// after. Required for Incremental.
+	// +kubebuilder:validation:MaxLength=63
+	// +kubebuilder:validation:Pattern=`^[A-Za-z_][A-Za-z0-9_]*$`
+	// +optional
+	Column string `json:"column,omitempty"`
+
+	// KeyColumns uniquely identify a reader row. They break ties on the cursor column, order a
+	// Full run, and are the default sink key.
+	// +kubebuilder:validation:MinItems=1
+	// +kubebuilder:validation:MaxItems=8
+	// +kubebuilder:validation:items:MaxLength=63
+	// +kubebuilder:validation:items:Pattern=`^[A-Za-z_][A-Za-z0-9_]*$`
+	// +listType=set
+	// +required
+	KeyColumns []string `json:"keyColumns"`
+}
+
+// Task is one step of the linear task plan: exactly one of sql or python.
+// +kubebuilder:validation:XValidation:rule="has(self.sql) != has(self.python)",message="a task must have exactly one of sql or python"
+type Task struct {
+	// Name identifies the task in the plan and in error messages.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=63
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9_]*[a-z0-9])?$`
+	// +required
+	Name string `json:"name"`
+
+	// SQL is the reader's SELECT (first task only).
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=65536
+	// +optional
+	SQL string `json:"sql,omitempty"`
+
+	// Python is inline code defining `def transform(row: dict) -> dict | list[dict] | None`
+	// and optionally `def setup()`. Transforms must be deterministic and free of side effects:
+	// a batch may be replayed after a crash.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=65536
+	// +optional
+	Python string `json:"python,omitempty"`
+}
+
+// TargetSpec names the sink.
+type TargetSpec struct {
+	// Name is `analytics.<table>` for a Postgres table or `es:<index>` for an Elasticsearch
+	// index. It must be in the operator's whitelist.
+	// +kubebuilder:validation:MaxLength=260
+	// +kubebuilder:validation:Pattern=`^(analytics\.[a-z_][a-z0-9_]{0,62}|es:[a-z0-9][a-z0-9._-]{0,254})$`
+	// +required
+	Name string `json:"name"`
+
+	// Connection is the sink's connection in the operator's configuration. For a Postgres
+	// target it defaults to source.connection; for an Elasticsearch target, to the
+	// configuration's only (or `default`) Elasticsearch connection.
+	// +kubebuilder:validation:MaxLength=63
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`
+	// +optional
+	Connection string `json:"connection,omitempty"`
+
+	// Key lists the columns of the upsert key and of the Elasticsearch `_id`. Defaults to
+	// source.cursor.keyColumns.
+	// +kubebuilder:validation:MinItems=1
+	// +kubebuilder:validation:MaxItems=8
+	// +kubebuilder:validation:items:MaxLength=63
+	// +kubebuilder:validation:items:Pattern=`^[A-Za-z_][A-Za-z0-9_]*$`
+	// +listType=set
+	// +optional
+	Key []string `json:"key,omitempty"`
+
+	// Action is the Elasticsearch bulk action: Update (default; `update` with doc_as_upsert,
+	// merging into the existing document) or Index (replace the whole document; cheaper).
+	// +optional
+	Action ElasticsearchAction `json:"action,omitempty"`
+}
+
+// RetrySpec is the retry policy for infrastructure errors.
+type RetrySpec struct {
+	// Attempts is how many times a failed batch is retried before the run fails.
+	// +kubebuilder:default=3
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=10
+	// +optional
+	Attempts int32 `json:"attempts,omitempty"`
+
+	// InitialBackoff is the wait before the first retry; each later wait doubles it.
+	// +kubebuilder:default="1s"
+	// +optional
+	InitialBackoff *metav1.Duration `json:"initialBackoff,omitempty"`
+}
+
+// Phase is the pipeline's place in its state machine.
+// +kubebuilder:validation:Enum=Idle;RunRequested;Running;PauseRequested;Paused;Failed
+type Phase string
+
+const (
+	// PhaseIdle: no run is active; the last one (if any) completed.
+	PhaseIdle Phase = "Idle"
+	// PhaseRunRequested: a run was requested and its Job created; no runner has claimed it yet.
+	PhaseRunRequested Phase = "RunRequested"
+	// PhaseRunning: a runner claimed the run and is moving batches.
+	PhaseRunning Phase = "Running"
+	// PhasePauseRequested: the user paused a running pipeline; the runner stops after its batch.
+	PhasePauseRequested Phase = "PauseRequested"
+	// PhasePaused: no run is active and none will start until desiredState is Running.
+	PhasePaused Phase = "Paused"
+	// PhaseFailed: the spec is invalid or the last run failed; see the conditions and status.run.
+	PhaseFailed Phase = "Failed"
+)
+
+// ErrorClass tells a retryable failure from one that needs a change.
+type ErrorClass string
+
+const (
+	// ErrorInfra is an infrastructure error (connection loss, overload) that outlived its retries.
+	ErrorInfra ErrorClass = "Infra"
+	// ErrorBusiness is an error in the data or the pipeline (bad SQL, mapping conflict, a Python
+	// exception) that retrying cannot fix.
+	ErrorBusiness ErrorClass = "Business"
+)
+
+// RunTrigger says why a run started.
+type RunTrigger string
+
+const (
+	// TriggerCreated: the pipeline was created with desiredState Running.
+	TriggerCreated RunTrigger = "Created"
+	// TriggerSpecChanged: the spec's generation changed.
+	TriggerSpecChanged RunTrigger = "SpecChanged"
+	// TriggerAnnotation: the run-requested-at annotation got a new value.
+	TriggerAnnotation RunTrigger = "Annotation"
+	// TriggerSchedule: the cron schedule ticked.
+	TriggerSchedule RunTrigger = "Schedule"
+	// TriggerResume: desiredState went from Paused to Running.
+	TriggerResume RunTrigger = "Resume"
+)
+
+// RunStatus describes the current or last run.
+type RunStatus struct {
+	// ID identifies the run; the Job is named after it.
+	ID string `json:"id"`
+	// JobName is the runner Job of the run, in the operator's namespace.
+	// +optional
+	JobName string `json:"jobName,omitempty"`
+	// Trigger says why the run started.
+	// +optional
+	Trigger RunTrigger `json:"trigger,omitempty"`
+	// Generation is the spec generation the run executes.
+	// +optional
+	Generation int64 `json:"generation,omitempty"`
+	// StartTime is when the run was requested.
+	// +optional
+	StartTime *metav1.Time `json:"startTime,omitempty"`
+	// CompletionTime is when the run ended (Idle, Paused or Failed).
+	// +optional
+	CompletionTime *metav1.Time `json:"completionTime,omitempty"`
+	// RowsRead counts reader rows of committed batches.
+	// +optional
+	RowsRead int64 `json:"rowsRead,omitempty"`
+	// RowsWritten counts sink rows (after transforms) of committed batches.
+	// +optional
+	RowsWritten int64 `json:"rowsWritten,omitempty"`
+	// Batches counts committed batches.
+	// +optional
+	Batches int64 `json:"batches,omitempty"`
+	// ErrorClass is Infra or Business when the run failed.
+	// +optional
+	ErrorClass ErrorClass `json:"errorClass,omitempty"`
+	// Message is the cause of a failure (never a credential).
+	// +kubebuilder:validation:MaxLength=4096
+	// +optional
+	Message string `json:"message,omitempty"`
+}
+
+// CheckpointStatus is the committed position of the reader.
+type CheckpointStatus struct {
+	// Values are the cursor column then the key columns of the last committed reader row,
+	// rendered as strings.
+	// +optional
+	Values []string `json:"values,omitempty"`
+	// Time is when the checkpoint was committed.
+	// +optional
+	Time *metav1.Time `json:"time,omitempty"`
+}
+
+// ETLPipelineStatus is the observed state of an ETLPipeline. It belongs to Sluice.
+type ETLPipelineStatus struct {
+	// ObservedGeneration is the spec generation of the last successful reconcile.
+	// +optional
+	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
+
+	// Phase is the pipeline's place in its state machine.
+	// +optional
+	Phase Phase `json:"phase,omitempty"`
+
+	// Conditions: Ready (summary), Reconciling and Stalled (kstatus), TargetAllowed.
+	// +listType=map
+	// +listMapKey=type
+	// +optional
+	Conditions []metav1.Condition `json:"conditions,omitempty"`
+
+	// Run is the current or last run.
+	// +optional
+	Run *RunStatus `json:"run,omitempty"`
+
+	// Checkpoint is the last committed reader position.
+	// +optional
+	Checkpoint *CheckpointStatus `json:"checkpoint,omitempty"`
+
+	// LastHandledRunRequest echoes the last value of the run-requested-at annotation acted on.
+	// +optional
+	LastHandledRunRequest string `json:"lastHandledRunRequest,omitempty"`
+
+	// NextScheduledRun is the next tick of spec.schedule.
+	// +optional
+	NextScheduledRun *metav1.Time `json:"nextScheduledRun,omitempty"`
+}
+
+// ETLPipeline is a fault-tolerant ETL pipeline from Postgres into an analytics table or an
+// Elasticsearch index.
+//
+// +kubebuilder:object:root=true
+// +kubebuilder:subresource:status
+// +kubebuilder:resource:shortName=etlp,categories=sluice
+// +kubebuilder:printcolumn:name="Phase",type=string,JSONPath=`.status.phase`
+// +kubebuilder:printcolumn:name="Desired",type=string,JSONPath=`.spec.desiredState`
+// +kubebuilder:printcolumn:name="Mode",type=string,JSONPath=`.spec.mode`
+// +kubebuilder:printcolumn:name="Target",type=string,JSONPath=`.spec.target.name`
+// +kubebuilder:printcolumn:name="Rows",type=integer,JSONPath=`.status.run.rowsWritten`
+// +kubebuilder:printcolumn:name="Last Run",type=date,JSONPath=`.status.run.completionTime`
+// +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+type ETLPipeline struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+
+	// +required
+	Spec ETLPipelineSpec `json:"spec"`
+	// +optional
+	Status ETLPipelineStatus `json:"status,omitempty"`
+}
+
+// ETLPipelineList is a list of ETLPipelines.
+//
+// +kubebuilder:object:root=true
+type ETLPipelineList struct {
+	metav1.TypeMeta `json:",inline"`
+	metav1.ListMeta `json:"metadata,omitempty"`
+	Items           []ETLPipeline `json:"items"`
+}

@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Brings up (or stops) every real component the tests need and writes the environment that
+# test/testenv reads:
+#   KUBEBUILDER_ASSETS  etcd, kube-apiserver, kube-controller-manager, kubectl (built once, cached)
+#   SLUICE_TEST_PG_DSN  a throwaway PostgreSQL cluster on a loopback port
+#   SLUICE_TEST_ES_URL  a real Elasticsearch 8 node on a loopback port
+#
+#   hack/test-env.sh up     # prints the path of the env file to source
+#   hack/test-env.sh down   # stops Postgres and Elasticsearch
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+CACHE=${SLUICE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/sluice}
+RUN=${SLUICE_RUN:-$CACHE/run}
+ENV_FILE="$RUN/test.env"
+export SLUICE_CACHE=$CACHE SLUICE_RUN=$RUN
+
+up() {
+  mkdir -p "$RUN"
+  local t0=$SECONDS assets pg es
+  # Start the databases first: Elasticsearch boots while the binaries are checked (or built).
+  pg=$("$here/postgres.sh" start)
+  es=$("$here/elasticsearch.sh" start)
+  assets=$("$here/k8s-binaries.sh")
+  cat > "$ENV_FILE" <<ENV
+export KUBEBUILDER_ASSETS=$assets
+export SLUICE_TEST_PG_DSN='$pg'
+export SLUICE_TEST_ES_URL=$es
+ENV
+  echo "test-env: up in $((SECONDS - t0))s: kube-apiserver $("$assets/kube-apiserver" --version 2>/dev/null | awk '{print $2}'), $(psql "$pg" -Atc 'show server_version' 2>/dev/null | sed 's/^/PostgreSQL /'), Elasticsearch at $es" >&2
+  echo "$ENV_FILE"
+}
+
+down() {
+  "$here/elasticsearch.sh" stop || true
+  "$here/postgres.sh" stop || true
+  rm -f "$ENV_FILE"
+}
+
+case "${1:-}" in
+  up) up ;;
+  down) down ;;
+  *) echo "usage: $0 up|down" >&2; exit 2 ;;
+esac
