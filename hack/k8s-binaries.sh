@@ -33,6 +33,13 @@ fi
 
 command -v go >/dev/null || { log "go is not installed"; exit 1; }
 mkdir -p "$OUT"
+# One build at a time: a second caller waits, then finds the binaries built.
+exec 9>"$CACHE/k8s/.build.lock"
+flock 9
+if all_built; then
+  echo "$OUT"
+  exit 0
+fi
 export GOFLAGS=-mod=mod GOTOOLCHAIN=local CGO_ENABLED=0
 
 build_k8s() {
