@@ -220,17 +220,17 @@ type RetrySpec struct {
 type Phase string
 
 const (
-	// PhaseIdle: no run is active; the last one (if any) completed.
+	// PhaseIdle means no run is active; the last one (if any) completed.
 	PhaseIdle Phase = "Idle"
-	// PhaseRunRequested: a run was requested and its Job created; no runner has claimed it yet.
+	// PhaseRunRequested means a run was requested and its Job created; no runner has claimed it yet.
 	PhaseRunRequested Phase = "RunRequested"
-	// PhaseRunning: a runner claimed the run and is moving batches.
+	// PhaseRunning means a runner claimed the run and is moving batches.
 	PhaseRunning Phase = "Running"
-	// PhasePauseRequested: the user paused a running pipeline; the runner stops after its batch.
+	// PhasePauseRequested means the user paused a running pipeline; the runner stops after its batch.
 	PhasePauseRequested Phase = "PauseRequested"
-	// PhasePaused: no run is active and none will start until desiredState is Running.
+	// PhasePaused means no run is active and none will start until desiredState is Running.
 	PhasePaused Phase = "Paused"
-	// PhaseFailed: the spec is invalid or the last run failed; see the conditions and status.run.
+	// PhaseFailed means the spec is invalid or the last run failed; see the conditions and status.run.
 	PhaseFailed Phase = "Failed"
 )
 
@@ -249,15 +249,15 @@ const (
 type RunTrigger string
 
 const (
-	// TriggerCreated: the pipeline was created with desiredState Running.
+	// TriggerCreated means the pipeline was created with desiredState Running.
 	TriggerCreated RunTrigger = "Created"
-	// TriggerSpecChanged: the spec's generation changed.
+	// TriggerSpecChanged means the spec's generation changed.
 	TriggerSpecChanged RunTrigger = "SpecChanged"
-	// TriggerAnnotation: the run-requested-at annotation got a new value.
+	// TriggerAnnotation means the run-requested-at annotation got a new value.
 	TriggerAnnotation RunTrigger = "Annotation"
-	// TriggerSchedule: the cron schedule ticked.
+	// TriggerSchedule means the cron schedule ticked.
 	TriggerSchedule RunTrigger = "Schedule"
-	// TriggerResume: desiredState went from Paused to Running.
+	// TriggerResume means desiredState went from Paused to Running.
 	TriggerResume RunTrigger = "Resume"
 )
 

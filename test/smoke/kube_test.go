@@ -10,7 +10,7 @@ import (
 	"k8s.io/client-go/discovery"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
-	etlv1alpha1 "github.com/sluice-dev/sluice/api/v1alpha1"
+	etlv1 "github.com/sluice-dev/sluice/api/v1alpha1"
 	"github.com/sluice-dev/sluice/test/testenv"
 )
 
@@ -30,7 +30,7 @@ func TestAPIServerServesNamespacesAndOurCRD(t *testing.T) {
 	}
 	t.Logf("real kube-apiserver %s (etcd and kube-apiserver from %s)", info.GitVersion, env.BinaryAssetsDirectory)
 
-	if err := etlv1alpha1.AddToScheme(env.Scheme); err != nil {
+	if err := etlv1.AddToScheme(env.Scheme); err != nil {
 		t.Fatalf("add scheme: %v", err)
 	}
 	c, err := client.New(cfg, client.Options{})
@@ -53,15 +53,15 @@ func TestAPIServerServesNamespacesAndOurCRD(t *testing.T) {
 	}
 
 	// The CRD was installed from config/crd/bases: its resource is served.
-	resources, err := dc.ServerResourcesForGroupVersion(etlv1alpha1.GroupVersion.String())
+	resources, err := dc.ServerResourcesForGroupVersion(etlv1.GroupVersion.String())
 	if err != nil {
-		t.Fatalf("resources of %s: %v", etlv1alpha1.GroupVersion, err)
+		t.Fatalf("resources of %s: %v", etlv1.GroupVersion, err)
 	}
 	served := false
 	for _, r := range resources.APIResources {
 		served = served || r.Name == "etlpipelines"
 	}
 	if !served {
-		t.Errorf("etlpipelines not served by %s", etlv1alpha1.GroupVersion)
+		t.Errorf("etlpipelines not served by %s", etlv1.GroupVersion)
 	}
 }
