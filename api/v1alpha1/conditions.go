@@ -22,7 +22,7 @@ const (
 	ReasonSucceeded         = "Succeeded"
 	ReasonRunFailed         = "RunFailed"
 	ReasonJobFailed         = "JobFailed"
-	// ReasonRunUnreported: the run's Job ended (or vanished) without the runner reporting the
+	// ReasonRunUnreported means the run's Job ended (or vanished) without the runner reporting the
 	// end of the run, so the manager closed the run on its behalf.
 	ReasonRunUnreported = "RunUnreported"
 )

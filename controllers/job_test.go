@@ -1,0 +1,350 @@
+package controllers
+
+import (
+	"encoding/json"
+	"strings"
+	"testing"
+
+	batchv1 "k8s.io/api/batch/v1"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	"k8s.io/apimachinery/pkg/util/validation"
+
+	configv1 "github.com/sluice-dev/sluice/api/config/v1alpha1"
+	etlv1 "github.com/sluice-dev/sluice/api/v1alpha1"
+)
+
+func TestJobName(t *testing.T) {
+	long := strings.Repeat("a", 200)
+	cases := []struct {
+		name, ns, pipeline, run string
+		want                    string // "" when only the properties are checked
+	}{
+		{"short names are kept readable", "team-a", "orders", "x7k2m9qp", "team-a-orders-x7k2m9qp"},
+		{"a long name is hashed", "team-a", long, "x7k2m9qp", ""},
+		{"a long namespace is hashed", strings.Repeat("n", 63), "orders", "x7k2m9qp", ""},
+		{"dots are not allowed in a DNS label", "team-a", "orders.v2", "x7k2m9qp", ""},
+		{"uppercase never appears", "team-a", "Orders", "x7k2m9qp", ""},
+	}
+	seen := map[string]string{}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			got := JobName(tc.ns, tc.pipeline, tc.run)
+			if tc.want != "" && got != tc.want {
+				t.Fatalf("JobName = %q, want %q", got, tc.want)
+			}
+			if errs := validation.IsDNS1123Label(got); len(errs) > 0 {
+				t.Fatalf("JobName = %q is not a DNS-1123 label: %v", got, errs)
+			}
+			if !strings.HasSuffix(got, "-"+tc.run) {
+				t.Fatalf("JobName = %q does not end with the run id", got)
+			}
+			if again := JobName(tc.ns, tc.pipeline, tc.run); again != got {
+				t.Fatalf("JobName is not deterministic: %q then %q", got, again)
+			}
+			if prev, dup := seen[got]; dup {
+				t.Fatalf("JobName %q collides with %s", got, prev)
+			}
+			seen[got] = tc.ns + "/" + tc.pipeline
+		})
+	}
+	// Names that truncate to the same prefix stay apart through the hash.
+	a, b := JobName("team-a", long+"x", "r1"), JobName("team-a", long+"y", "r1")
+	if a == b {
+		t.Fatalf("two long names share the Job name %q", a)
+	}
+}
+
+func TestLabelValue(t *testing.T) {
+	for _, v := range []string{"orders", strings.Repeat("p", 63), strings.Repeat("p", 64), strings.Repeat("a.b-", 60), "-x-"} {
+		got := labelValue(v)
+		if errs := validation.IsValidLabelValue(got); len(errs) > 0 {
+			t.Fatalf("labelValue(%q) = %q is not a label value: %v", v, got, errs)
+		}
+		if len(validation.IsValidLabelValue(v)) == 0 && got != v {
+			t.Fatalf("labelValue(%q) = %q changed a valid value", v, got)
+		}
+	}
+	if labelValue(strings.Repeat("p", 64)) == labelValue(strings.Repeat("p", 65)) {
+		t.Fatal("two long values share a label value")
+	}
+}
+
+func envMap(c corev1.Container) map[string]corev1.EnvVar {
+	m := map[string]corev1.EnvVar{}
+	for _, e := range c.Env {
+		m[e.Name] = e
+	}
+	return m
+}
+
+func secretRef(t *testing.T, env map[string]corev1.EnvVar, name string) *corev1.SecretKeySelector {
+	t.Helper()
+	e, ok := env[name]
+	if !ok || e.ValueFrom == nil || e.ValueFrom.SecretKeyRef == nil {
+		t.Fatalf("env %s is not a secretKeyRef: %+v", name, e)
+	}
+	if e.Value != "" {
+		t.Fatalf("env %s carries a literal value", name)
+	}
+	return e.ValueFrom.SecretKeyRef
+}
+
+func TestBuildRunnerJob(t *testing.T) {
+	cfg := testConfig()
+	run := &etlv1.RunStatus{ID: "abc123xy", Generation: 7, Trigger: etlv1.TriggerAnnotation}
+
+	type check func(t *testing.T, job *batchv1.Job)
+	common := func(t *testing.T, job *batchv1.Job, p *etlv1.ETLPipeline) {
+		t.Helper()
+		if job.Namespace != "sluice-system" {
+			t.Errorf("namespace = %q, want the operator's", job.Namespace)
+		}
+		if job.Name != JobName(p.Namespace, p.Name, run.ID) {
+			t.Errorf("name = %q", job.Name)
+		}
+		if len(job.OwnerReferences) != 0 {
+			t.Errorf("a Job in another namespace cannot have an owner reference: %v", job.OwnerReferences)
+		}
+		wantLabels := map[string]string{
+			"app.kubernetes.io/name": "sluice", "app.kubernetes.io/component": "runner", "app.kubernetes.io/managed-by": "sluice",
+			etlv1.LabelPipelineNamespace: p.Namespace, etlv1.LabelPipelineName: p.Name, etlv1.LabelRunID: run.ID,
+		}
+		if !equality.Semantic.DeepEqual(job.Labels, wantLabels) || !equality.Semantic.DeepEqual(job.Spec.Template.Labels, wantLabels) {
+			t.Errorf("labels = %v / pod %v, want %v", job.Labels, job.Spec.Template.Labels, wantLabels)
+		}
+		if job.Annotations[etlv1.AnnotationPipeline] != p.Namespace+"/"+p.Name {
+			t.Errorf("pipeline annotation = %q", job.Annotations[etlv1.AnnotationPipeline])
+		}
+		if !isOurJob(job, p, run.ID) {
+			t.Error("the built Job is not recognised as ours")
+		}
+		if isOurJob(job, p, "other") {
+			t.Error("the Job is taken for another run's")
+		}
+		spec := job.Spec
+		if *spec.BackoffLimit != 3 {
+			t.Errorf("backoffLimit = %d, want the config's 3", *spec.BackoffLimit)
+		}
+		if spec.PodReplacementPolicy == nil || *spec.PodReplacementPolicy != batchv1.Failed {
+			t.Error("a replacement pod must wait for the old one to be gone")
+		}
+		rules := spec.PodFailurePolicy.Rules
+		if len(rules) != 2 || rules[0].Action != batchv1.PodFailurePolicyActionFailJob ||
+			!equality.Semantic.DeepEqual(rules[0].OnExitCodes.Values, []int32{configv1.ExitBusiness, configv1.ExitFenced}) ||
+			rules[0].OnExitCodes.Operator != batchv1.PodFailurePolicyOnExitCodesOpIn ||
+			rules[1].Action != batchv1.PodFailurePolicyActionIgnore || rules[1].OnPodConditions[0].Type != corev1.DisruptionTarget {
+			t.Errorf("podFailurePolicy = %+v", spec.PodFailurePolicy)
+		}
+		pod := spec.Template.Spec
+		if pod.RestartPolicy != corev1.RestartPolicyNever {
+			t.Errorf("restartPolicy = %s", pod.RestartPolicy)
+		}
+		if pod.ServiceAccountName != "sluice-runner" || pod.AutomountServiceAccountToken == nil || !*pod.AutomountServiceAccountToken {
+			t.Errorf("service account = %q automount=%v", pod.ServiceAccountName, pod.AutomountServiceAccountToken)
+		}
+		if len(pod.Containers) != 1 {
+			t.Fatalf("containers = %d", len(pod.Containers))
+		}
+		c := pod.Containers[0]
+		if c.Image != cfg.Runner.Image || c.ImagePullPolicy != corev1.PullIfNotPresent {
+			t.Errorf("image = %s (%s)", c.Image, c.ImagePullPolicy)
+		}
+		if !equality.Semantic.DeepEqual(c.Args, []string{"runner", "--config", configv1.DefaultConfigPath}) {
+			t.Errorf("args = %v", c.Args)
+		}
+		if c.TerminationMessagePolicy != corev1.TerminationMessageFallbackToLogsOnError {
+			t.Errorf("terminationMessagePolicy = %s", c.TerminationMessagePolicy)
+		}
+		sc := c.SecurityContext
+		if !*sc.RunAsNonRoot || !*sc.ReadOnlyRootFilesystem || *sc.AllowPrivilegeEscalation ||
+			!equality.Semantic.DeepEqual(sc.Capabilities.Drop, []corev1.Capability{"ALL"}) || sc.SeccompProfile.Type != corev1.SeccompProfileTypeRuntimeDefault {
+			t.Errorf("container securityContext = %+v", sc)
+		}
+		if !*pod.SecurityContext.RunAsNonRoot || pod.SecurityContext.SeccompProfile.Type != corev1.SeccompProfileTypeRuntimeDefault {
+			t.Errorf("pod securityContext = %+v", pod.SecurityContext)
+		}
+		var configMount *corev1.VolumeMount
+		for i := range c.VolumeMounts {
+			if c.VolumeMounts[i].MountPath == configv1.DefaultConfigPath {
+				configMount = &c.VolumeMounts[i]
+			}
+		}
+		if configMount == nil || !configMount.ReadOnly {
+			t.Fatalf("config not mounted read-only at %s: %+v", configv1.DefaultConfigPath, c.VolumeMounts)
+		}
+		for _, v := range pod.Volumes {
+			if v.Name == configMount.Name {
+				if v.ConfigMap == nil || v.ConfigMap.Name != "sluice-config" || v.ConfigMap.Items[0].Key != "config.yaml" || v.ConfigMap.Items[0].Path != configMount.SubPath {
+					t.Errorf("config volume = %+v", v)
+				}
+			}
+		}
+		env := envMap(c)
+		for name, want := range map[string]string{
+			configv1.EnvPipelineNamespace: p.Namespace, configv1.EnvPipelineName: p.Name,
+			configv1.EnvRunID: run.ID, configv1.EnvGeneration: "7",
+		} {
+			if env[name].Value != want {
+				t.Errorf("env %s = %q, want %q", name, env[name].Value, want)
+			}
+		}
+		// Credentials only ever come from Secrets.
+		for _, e := range c.Env {
+			if strings.Contains(strings.ToLower(e.Value), "password") || strings.Contains(e.Value, "postgres://") {
+				t.Errorf("env %s looks like a credential", e.Name)
+			}
+		}
+	}
+	decodeSpec := func(t *testing.T, job *batchv1.Job) etlv1.ETLPipelineSpec {
+		t.Helper()
+		var s etlv1.ETLPipelineSpec
+		if err := json.Unmarshal([]byte(envMap(job.Spec.Template.Spec.Containers[0])[configv1.EnvSpec].Value), &s); err != nil {
+			t.Fatalf("SLUICE_SPEC is not a spec: %v", err)
+		}
+		return s
+	}
+
+	cases := []struct {
+		name  string
+		spec  func() etlv1.ETLPipelineSpec
+		check check
+	}{
+		{"postgres target on the source connection", legacySpec, func(t *testing.T, job *batchv1.Job) {
+			env := envMap(job.Spec.Template.Spec.Containers[0])
+			if r := secretRef(t, env, configv1.PostgresDSNEnv("warehouse")); r.Name != "warehouse-dsn" || r.Key != "dsn" {
+				t.Errorf("source DSN from %s/%s", r.Name, r.Key)
+			}
+			if r := secretRef(t, env, configv1.PostgresDSNEnv("state")); r.Name != "state-dsn" || r.Key != "url" {
+				t.Errorf("state DSN from %s/%s", r.Name, r.Key)
+			}
+			if len(env) != 7 {
+				t.Errorf("env has %d variables, want 5 run variables and 2 DSNs: %v", len(env), env)
+			}
+			s := decodeSpec(t, job)
+			if s.Target.Connection != "warehouse" || !equality.Semantic.DeepEqual(s.Target.Key, []string{"id"}) || s.Target.Action != "" {
+				t.Errorf("defaults not applied to the target: %+v", s.Target)
+			}
+			if s.Source.Query == "" || s.BatchSize != 5000 || s.Retry.Attempts != 3 {
+				t.Errorf("snapshot lost fields: %+v", s)
+			}
+		}},
+		{"postgres target on another connection", func() etlv1.ETLPipelineSpec {
+			s := legacySpec()
+			s.Target.Connection = "mart"
+			s.Target.Key = []string{"order_id"}
+			return s
+		}, func(t *testing.T, job *batchv1.Job) {
+			env := envMap(job.Spec.Template.Spec.Containers[0])
+			secretRef(t, env, configv1.PostgresDSNEnv("mart"))
+			if len(env) != 8 {
+				t.Errorf("env has %d variables, want 8", len(env))
+			}
+			if s := decodeSpec(t, job); !equality.Semantic.DeepEqual(s.Target.Key, []string{"order_id"}) {
+				t.Errorf("target.key = %v", s.Target.Key)
+			}
+		}},
+		{"elasticsearch target with credentials and CA", tasksSpec, func(t *testing.T, job *batchv1.Job) {
+			c := job.Spec.Template.Spec.Containers[0]
+			env := envMap(c)
+			for _, key := range []string{configv1.ESUsernameKey, configv1.ESPasswordKey, configv1.ESAPIKeyKey} {
+				r := secretRef(t, env, configv1.ElasticsearchEnv("default", key))
+				if r.Name != "es-creds" || r.Key != key || r.Optional == nil || !*r.Optional {
+					t.Errorf("ES %s from %+v", key, r)
+				}
+			}
+			if _, ok := env[configv1.PostgresDSNEnv("warehouse")]; !ok {
+				t.Error("the source DSN is missing")
+			}
+			found := false
+			for _, m := range c.VolumeMounts {
+				if m.MountPath+"/"+configv1.ESCACertKey == configv1.ElasticsearchCAPath("default") {
+					found = true
+				}
+			}
+			if !found {
+				t.Errorf("CA not mounted for %s: %+v", configv1.ElasticsearchCAPath("default"), c.VolumeMounts)
+			}
+			s := decodeSpec(t, job)
+			if s.Target.Connection != "default" || s.Target.Action != etlv1.ActionUpdate || len(s.Tasks) != 2 {
+				t.Errorf("snapshot = %+v", s)
+			}
+		}},
+		{"elasticsearch target without credentials", func() etlv1.ETLPipelineSpec {
+			s := tasksSpec()
+			s.Target.Connection = "plain"
+			s.Target.Action = etlv1.ActionIndex
+			return s
+		}, func(t *testing.T, job *batchv1.Job) {
+			c := job.Spec.Template.Spec.Containers[0]
+			for name := range envMap(c) {
+				if strings.HasPrefix(name, "SLUICE_ES_") {
+					t.Errorf("unexpected ES credential %s", name)
+				}
+			}
+			if len(job.Spec.Template.Spec.Volumes) != 2 {
+				t.Errorf("volumes = %+v, want config and tmp only", job.Spec.Template.Spec.Volumes)
+			}
+			if s := decodeSpec(t, job); s.Target.Action != etlv1.ActionIndex {
+				t.Errorf("action = %s", s.Target.Action)
+			}
+		}},
+		{"missing CRD defaults are filled", func() etlv1.ETLPipelineSpec {
+			s := legacySpec()
+			s.DesiredState, s.BatchSize, s.TransformTimeout, s.Retry = "", 0, nil, etlv1.RetrySpec{}
+			return s
+		}, func(t *testing.T, job *batchv1.Job) {
+			s := decodeSpec(t, job)
+			if s.DesiredState != etlv1.DesiredRunning || s.BatchSize != 5000 || s.TransformTimeout.Seconds() != 60 || s.Retry.InitialBackoff.Seconds() != 1 {
+				t.Errorf("defaults = %+v", s)
+			}
+		}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			p := newPipeline("team-a", "orders", tc.spec())
+			in := RunnerJobParams{Pipeline: p, Run: run, Config: cfg, Namespace: "sluice-system"}
+			job, err := BuildRunnerJob(in)
+			if err != nil {
+				t.Fatalf("BuildRunnerJob: %v", err)
+			}
+			again, _ := BuildRunnerJob(in)
+			if !equality.Semantic.DeepEqual(job, again) {
+				t.Fatal("BuildRunnerJob is not deterministic")
+			}
+			common(t, job, p)
+			tc.check(t, job)
+		})
+	}
+
+	t.Run("unknown connection is an error", func(t *testing.T) {
+		s := legacySpec()
+		s.Source.Connection = "nope"
+		if _, err := BuildRunnerJob(RunnerJobParams{Pipeline: newPipeline("a", "b", s), Run: run, Config: cfg, Namespace: "x"}); err == nil {
+			t.Fatal("want an error")
+		}
+	})
+}
+
+func TestJobOutcome(t *testing.T) {
+	cond := func(typ batchv1.JobConditionType, s corev1.ConditionStatus) *batchv1.Job {
+		return &batchv1.Job{Status: batchv1.JobStatus{Conditions: []batchv1.JobCondition{{Type: typ, Status: s}}}}
+	}
+	cases := []struct {
+		name string
+		job  *batchv1.Job
+		want JobOutcome
+	}{
+		{"no job", nil, JobAbsent},
+		{"no conditions", &batchv1.Job{Status: batchv1.JobStatus{Failed: 2, Succeeded: 1}}, JobActive},
+		{"complete", cond(batchv1.JobComplete, corev1.ConditionTrue), JobSucceeded},
+		{"failed", cond(batchv1.JobFailed, corev1.ConditionTrue), JobFailed},
+		{"failure target only", cond(batchv1.JobFailureTarget, corev1.ConditionTrue), JobActive},
+		{"failed false", cond(batchv1.JobFailed, corev1.ConditionFalse), JobActive},
+	}
+	for _, tc := range cases {
+		if got := jobOutcome(tc.job); got != tc.want {
+			t.Errorf("%s: jobOutcome = %s, want %s", tc.name, got, tc.want)
+		}
+	}
+}

@@ -1,0 +1,180 @@
+package controllers
+
+import (
+	"fmt"
+	"strings"
+
+	configv1 "github.com/sluice-dev/sluice/api/config/v1alpha1"
+	etlv1 "github.com/sluice-dev/sluice/api/v1alpha1"
+)
+
+// specProblem is why a spec cannot run. It is terminal: only a new spec (or a new operator
+// configuration) fixes it, so the pipeline is Stalled and nothing is retried.
+type specProblem struct {
+	// Reason is one of ReasonInvalidSpec, ReasonTargetNotAllowed, ReasonUnknownConnection.
+	Reason  string
+	Message string
+}
+
+func (p *specProblem) Error() string { return p.Reason + ": " + p.Message }
+
+// targetCheck is the whitelist verdict on spec.target, kept apart from specProblem because the
+// TargetAllowed condition reports it even when something else is wrong.
+type targetCheck struct {
+	Allowed bool
+	Reason  string
+	Message string
+}
+
+// checkTarget judges spec.target against the whitelist of cfg.
+func checkTarget(spec *etlv1.ETLPipelineSpec, cfg *configv1.OperatorConfig) targetCheck {
+	t, err := etlv1.ParseTarget(spec.Target.Name)
+	if err != nil {
+		return targetCheck{Reason: etlv1.ReasonInvalidSpec, Message: err.Error()}
+	}
+	var allowed bool
+	switch t.Kind {
+	case etlv1.SinkPostgres:
+		allowed = cfg.PostgresTableAllowed(spec.Target.Name)
+	case etlv1.SinkElasticsearch:
+		allowed = cfg.ElasticsearchIndexAllowed(t.Object)
+	}
+	if !allowed {
+		return targetCheck{Reason: etlv1.ReasonTargetNotAllowed,
+			Message: fmt.Sprintf("target %s is not in the operator's whitelist (allowedTargets)", spec.Target.Name)}
+	}
+	return targetCheck{Allowed: true, Reason: etlv1.ReasonTargetAllowed,
+		Message: fmt.Sprintf("target %s is in the operator's whitelist", spec.Target.Name)}
+}
+
+// validateSpec checks what the CRD's schema and CEL rules cannot: the schedule parses, the
+// task plan is well formed (again: the API server may predate a rule), the target is
+// whitelisted and every connection exists in the operator configuration. It returns nil for a
+// spec that may run. The first problem wins, in this order: InvalidSpec, TargetNotAllowed,
+// UnknownConnection.
+func validateSpec(spec *etlv1.ETLPipelineSpec, cfg *configv1.OperatorConfig) *specProblem {
+	if msgs := invalidSpecMessages(spec); len(msgs) > 0 {
+		return &specProblem{Reason: etlv1.ReasonInvalidSpec, Message: strings.Join(msgs, "; ")}
+	}
+	if tc := checkTarget(spec, cfg); !tc.Allowed {
+		return &specProblem{Reason: tc.Reason, Message: tc.Message}
+	}
+	if msgs := unknownConnections(spec, cfg); len(msgs) > 0 {
+		return &specProblem{Reason: etlv1.ReasonUnknownConnection, Message: strings.Join(msgs, "; ")}
+	}
+	return nil
+}
+
+func invalidSpecMessages(spec *etlv1.ETLPipelineSpec) []string {
+	var msgs []string
+	add := func(format string, args ...any) { msgs = append(msgs, fmt.Sprintf(format, args...)) }
+
+	if spec.Schedule != "" {
+		if _, err := parseSchedule(spec.Schedule); err != nil {
+			add("spec.schedule: %v", err)
+		}
+	}
+	target, err := etlv1.ParseTarget(spec.Target.Name)
+	if err != nil {
+		add("spec.target.name: %v", err)
+	} else if spec.Target.Action != "" && target.Kind != etlv1.SinkElasticsearch {
+		add("spec.target.action: applies only to an Elasticsearch target (es:<index>)")
+	}
+	if len(spec.Tasks) > 0 {
+		seen := map[string]bool{}
+		for i, task := range spec.Tasks {
+			if seen[task.Name] {
+				add("spec.tasks[%d].name: duplicate task name %q", i, task.Name)
+			}
+			seen[task.Name] = true
+			hasSQL, hasPython := strings.TrimSpace(task.SQL) != "", strings.TrimSpace(task.Python) != ""
+			switch {
+			case hasSQL == hasPython:
+				add("spec.tasks[%d] (%s): a task must have exactly one of sql or python", i, task.Name)
+			case i == 0 && !hasSQL:
+				add("spec.tasks[0] (%s): the first task must be an sql task", task.Name)
+			case i > 0 && hasSQL:
+				add("spec.tasks[%d] (%s): only the first task may be an sql task", i, task.Name)
+			}
+		}
+	} else if strings.TrimSpace(spec.Source.Query) == "" {
+		add("spec.source.query: one of source.query (legacy mode) or tasks (tasks mode) is required")
+	}
+	if spec.Mode == etlv1.ModeIncremental && spec.Source.Cursor.Column == "" {
+		add("spec.source.cursor.column: required when mode is Incremental")
+	}
+	if len(spec.Source.Cursor.KeyColumns) == 0 {
+		add("spec.source.cursor.keyColumns: at least one key column is required")
+	}
+	if dup := firstDuplicate(spec.Source.Cursor.KeyColumns); dup != "" {
+		add("spec.source.cursor.keyColumns: duplicate column %q", dup)
+	}
+	if dup := firstDuplicate(spec.Target.Key); dup != "" {
+		add("spec.target.key: duplicate column %q", dup)
+	}
+	if spec.BatchSize < 0 || spec.BatchSize > 100000 {
+		add("spec.batchSize: %d is outside 1..100000", spec.BatchSize)
+	}
+	if spec.TransformTimeout != nil && spec.TransformTimeout.Duration <= 0 {
+		add("spec.transformTimeout: must be positive")
+	}
+	if spec.Retry.InitialBackoff != nil && spec.Retry.InitialBackoff.Duration <= 0 {
+		add("spec.retry.initialBackoff: must be positive")
+	}
+	return msgs
+}
+
+func firstDuplicate(values []string) string {
+	seen := map[string]bool{}
+	for _, v := range values {
+		if seen[v] {
+			return v
+		}
+		seen[v] = true
+	}
+	return ""
+}
+
+// unknownConnections lists the connections spec names (explicitly or by default) that the
+// operator configuration does not define.
+func unknownConnections(spec *etlv1.ETLPipelineSpec, cfg *configv1.OperatorConfig) []string {
+	var msgs []string
+	if cfg.PostgresConnection(spec.Source.Connection) == nil {
+		msgs = append(msgs, fmt.Sprintf("spec.source.connection: %q is not a postgres connection of the operator", spec.Source.Connection))
+	}
+	target, err := etlv1.ParseTarget(spec.Target.Name)
+	if err != nil {
+		return msgs
+	}
+	switch target.Kind {
+	case etlv1.SinkPostgres:
+		if name := targetConnection(spec, cfg, target.Kind); cfg.PostgresConnection(name) == nil && name != spec.Source.Connection {
+			msgs = append(msgs, fmt.Sprintf("spec.target.connection: %q is not a postgres connection of the operator", name))
+		}
+	case etlv1.SinkElasticsearch:
+		if cfg.ElasticsearchConnection(spec.Target.Connection) == nil {
+			if spec.Target.Connection == "" {
+				msgs = append(msgs, "spec.target.connection: the operator has no single or `default` elasticsearch connection; name one")
+			} else {
+				msgs = append(msgs, fmt.Sprintf("spec.target.connection: %q is not an elasticsearch connection of the operator", spec.Target.Connection))
+			}
+		}
+	}
+	return msgs
+}
+
+// targetConnection resolves the sink's connection name: target.connection, else the source
+// connection for a Postgres target, else the configuration's only (or `default`)
+// Elasticsearch connection. It returns "" when none resolves.
+func targetConnection(spec *etlv1.ETLPipelineSpec, cfg *configv1.OperatorConfig, kind etlv1.SinkKind) string {
+	if spec.Target.Connection != "" {
+		return spec.Target.Connection
+	}
+	if kind == etlv1.SinkPostgres {
+		return spec.Source.Connection
+	}
+	if es := cfg.ElasticsearchConnection(""); es != nil {
+		return es.Name
+	}
+	return ""
+}

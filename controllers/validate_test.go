@@ -1,0 +1,124 @@
+package controllers
+
+import (
+	"strings"
+	"testing"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	etlv1 "github.com/sluice-dev/sluice/api/v1alpha1"
+)
+
+func TestTestConfigIsValid(t *testing.T) {
+	if err := testConfig().Validate(); err != nil {
+		t.Fatalf("fixture: %v", err)
+	}
+}
+
+func TestValidateSpec(t *testing.T) {
+	cfg := testConfig()
+	cases := []struct {
+		name       string
+		mutate     func(s *etlv1.ETLPipelineSpec)
+		base       func() etlv1.ETLPipelineSpec
+		wantReason string // "" for a valid spec
+		wantInMsg  string
+	}{
+		{name: "legacy into an allowed table", base: legacySpec},
+		{name: "tasks into an allowed index", base: tasksSpec},
+		{name: "schedule descriptor", base: legacySpec, mutate: func(s *etlv1.ETLPipelineSpec) { s.Schedule = "@every 2s" }},
+		{name: "schedule five fields", base: legacySpec, mutate: func(s *etlv1.ETLPipelineSpec) { s.Schedule = "*/5 * * * 1-5" }},
+		{name: "explicit postgres target connection", base: legacySpec, mutate: func(s *etlv1.ETLPipelineSpec) { s.Target.Connection = "mart" }},
+		{name: "explicit es connection", base: tasksSpec, mutate: func(s *etlv1.ETLPipelineSpec) { s.Target.Connection = "plain" }},
+
+		{"schedule out of range", func(s *etlv1.ETLPipelineSpec) { s.Schedule = "61 * * * *" }, legacySpec, etlv1.ReasonInvalidSpec, "spec.schedule"},
+		{"schedule garbage", func(s *etlv1.ETLPipelineSpec) { s.Schedule = "@fortnightly" }, legacySpec, etlv1.ReasonInvalidSpec, "spec.schedule"},
+		{"bad target", func(s *etlv1.ETLPipelineSpec) { s.Target.Name = "public.orders" }, legacySpec, etlv1.ReasonInvalidSpec, "spec.target.name"},
+		{"action on a postgres target", func(s *etlv1.ETLPipelineSpec) { s.Target.Action = etlv1.ActionIndex }, legacySpec, etlv1.ReasonInvalidSpec, "spec.target.action"},
+		{"first task python", func(s *etlv1.ETLPipelineSpec) { s.Tasks[0], s.Tasks[1] = s.Tasks[1], s.Tasks[0] }, tasksSpec, etlv1.ReasonInvalidSpec, "first task must be an sql task"},
+		{"second sql task", func(s *etlv1.ETLPipelineSpec) { s.Tasks[1] = etlv1.Task{Name: "again", SQL: "SELECT 1"} }, tasksSpec, etlv1.ReasonInvalidSpec, "only the first task"},
+		{"task with both", func(s *etlv1.ETLPipelineSpec) { s.Tasks[1].SQL = "SELECT 1" }, tasksSpec, etlv1.ReasonInvalidSpec, "exactly one of sql or python"},
+		{"task with neither", func(s *etlv1.ETLPipelineSpec) { s.Tasks[1].Python = "" }, tasksSpec, etlv1.ReasonInvalidSpec, "exactly one of sql or python"},
+		{"duplicate task names", func(s *etlv1.ETLPipelineSpec) { s.Tasks[1].Name = s.Tasks[0].Name }, tasksSpec, etlv1.ReasonInvalidSpec, "duplicate task name"},
+		{"neither query nor tasks", func(s *etlv1.ETLPipelineSpec) { s.Source.Query = "  " }, legacySpec, etlv1.ReasonInvalidSpec, "spec.source.query"},
+		{"incremental without cursor", func(s *etlv1.ETLPipelineSpec) { s.Source.Cursor.Column = "" }, legacySpec, etlv1.ReasonInvalidSpec, "spec.source.cursor.column"},
+		{"no key columns", func(s *etlv1.ETLPipelineSpec) { s.Source.Cursor.KeyColumns = nil }, legacySpec, etlv1.ReasonInvalidSpec, "keyColumns"},
+		{"duplicate key columns", func(s *etlv1.ETLPipelineSpec) { s.Source.Cursor.KeyColumns = []string{"id", "id"} }, legacySpec, etlv1.ReasonInvalidSpec, "duplicate column"},
+		{"batch size too large", func(s *etlv1.ETLPipelineSpec) { s.BatchSize = 1000000 }, legacySpec, etlv1.ReasonInvalidSpec, "spec.batchSize"},
+		{"zero transform timeout", func(s *etlv1.ETLPipelineSpec) { s.TransformTimeout = &metav1.Duration{} }, legacySpec, etlv1.ReasonInvalidSpec, "transformTimeout"},
+
+		{"table not whitelisted", func(s *etlv1.ETLPipelineSpec) { s.Target.Name = "analytics.secrets" }, legacySpec, etlv1.ReasonTargetNotAllowed, "analytics.secrets"},
+		{"index not whitelisted", func(s *etlv1.ETLPipelineSpec) { s.Target.Name = "es:logs" }, tasksSpec, etlv1.ReasonTargetNotAllowed, "es:logs"},
+
+		{"unknown source connection", func(s *etlv1.ETLPipelineSpec) { s.Source.Connection = "nope" }, legacySpec, etlv1.ReasonUnknownConnection, "spec.source.connection"},
+		{"unknown postgres target connection", func(s *etlv1.ETLPipelineSpec) { s.Target.Connection = "nope" }, legacySpec, etlv1.ReasonUnknownConnection, "spec.target.connection"},
+		{"es target on a postgres connection", func(s *etlv1.ETLPipelineSpec) { s.Target.Connection = "warehouse" }, tasksSpec, etlv1.ReasonUnknownConnection, "not an elasticsearch connection"},
+		{"postgres target on an es connection", func(s *etlv1.ETLPipelineSpec) { s.Target.Connection = "plain" }, legacySpec, etlv1.ReasonUnknownConnection, "not a postgres connection"},
+
+		{"invalid wins over not allowed", func(s *etlv1.ETLPipelineSpec) { s.Target.Name = "analytics.secrets"; s.Schedule = "99 * * * *" }, legacySpec, etlv1.ReasonInvalidSpec, "schedule"},
+		{"not allowed wins over unknown connection", func(s *etlv1.ETLPipelineSpec) { s.Target.Name = "analytics.secrets"; s.Source.Connection = "nope" }, legacySpec, etlv1.ReasonTargetNotAllowed, "whitelist"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			s := tc.base()
+			if tc.mutate != nil {
+				tc.mutate(&s)
+			}
+			got := validateSpec(&s, cfg)
+			switch {
+			case tc.wantReason == "" && got != nil:
+				t.Fatalf("valid spec refused: %v", got)
+			case tc.wantReason == "":
+				return
+			case got == nil:
+				t.Fatalf("want %s, spec accepted", tc.wantReason)
+			case got.Reason != tc.wantReason:
+				t.Fatalf("reason = %s (%s), want %s", got.Reason, got.Message, tc.wantReason)
+			case !strings.Contains(got.Message, tc.wantInMsg):
+				t.Fatalf("message %q does not mention %q", got.Message, tc.wantInMsg)
+			}
+		})
+	}
+}
+
+func TestValidateSpecNoSingleESConnection(t *testing.T) {
+	cfg := testConfig()
+	cfg.Elasticsearch[0].Name = "first" // neither the only one nor `default`
+	s := tasksSpec()
+	got := validateSpec(&s, cfg)
+	if got == nil || got.Reason != etlv1.ReasonUnknownConnection {
+		t.Fatalf("validateSpec = %v, want UnknownConnection", got)
+	}
+}
+
+func TestCheckTarget(t *testing.T) {
+	cfg := testConfig()
+	for name, want := range map[string]bool{
+		"analytics.orders": true, "analytics.customers": true, "es:orders": true, "es:customers": true,
+		"analytics.other": false, "es:other": false, "es:analytics.orders": false, "bogus": false,
+	} {
+		s := legacySpec()
+		s.Target.Name = name
+		if got := checkTarget(&s, cfg); got.Allowed != want {
+			t.Errorf("checkTarget(%s).Allowed = %v, want %v (%s)", name, got.Allowed, want, got.Message)
+		}
+	}
+}
+
+// The samples of config/samples must run under the example configuration of config/manager.
+func TestSamplesValidAgainstExampleConfig(t *testing.T) {
+	cfg := exampleConfig(t)
+	for file, p := range samplePipelines(t) {
+		if prob := validateSpec(&p.Spec, cfg); prob != nil {
+			t.Errorf("%s: %v", file, prob)
+		}
+		job, err := BuildRunnerJob(RunnerJobParams{Pipeline: p, Run: &etlv1.RunStatus{ID: "sample01", Generation: 1}, Config: cfg, Namespace: "sluice-system"})
+		if err != nil {
+			t.Errorf("%s: build job: %v", file, err)
+			continue
+		}
+		if job.Spec.Template.Spec.ServiceAccountName != "sluice-runner" {
+			t.Errorf("%s: runner service account = %q", file, job.Spec.Template.Spec.ServiceAccountName)
+		}
+	}
+}
