@@ -1,0 +1,139 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strconv"
+	"syscall"
+	"time"
+
+	"github.com/go-logr/logr"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/tools/clientcmd"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
+
+	configv1 "github.com/sluice-dev/sluice/api/config/v1alpha1"
+	etlv1 "github.com/sluice-dev/sluice/api/v1alpha1"
+	"github.com/sluice-dev/sluice/runner"
+	"github.com/sluice-dev/sluice/runner/state"
+	"github.com/sluice-dev/sluice/runner/status"
+)
+
+// manualPipeline is the state key of a run without a pipeline name (by hand, benchmarks).
+const manualPipeline = "manual"
+
+// runRunner executes one run of a pipeline. It returns the process exit code (see the Exit*
+// constants of api/config/v1alpha1).
+func runRunner(args []string) int {
+	fs := flag.NewFlagSet("runner", flag.ContinueOnError)
+	configPath := fs.String("config", configv1.DefaultConfigPath, "operator configuration file")
+	kubeconfig := fs.String("kubeconfig", "", "kubeconfig of the API server holding the pipeline (default: in-cluster)")
+	noStatus := fs.Bool("no-status", false, "do not talk to Kubernetes: claim unconditionally, log progress and the end "+
+		"(also the case when "+configv1.EnvPipelineName+" is empty)")
+	trigger := fs.String("trigger", "", "with --no-status: the run's trigger (Resume continues a paused Full run)")
+	terminationLog := fs.String("termination-log", envOr("SLUICE_TERMINATION_LOG", "/dev/termination-log"), "file for a short failure message (ignored if not writable; default $SLUICE_TERMINATION_LOG)")
+	lockWait := fs.Duration("lock-wait", 30*time.Second, "how long to wait for another live runner of the pipeline before giving up")
+	checkInterval := fs.Duration("check-interval", time.Second, "least time between two looks at the pipeline for a pause")
+	progressInterval := fs.Duration("progress-interval", 2*time.Second, "least time between two progress reports")
+	checkpointAtEnd := fs.Bool("checkpoint-at-end", false, "benchmarks only: commit the checkpoint at the end of the run, not per batch")
+	sequential := fs.Bool("sequential", false, "benchmarks only: neither read the next page nor send the next batch before the current one is written")
+	decode := fs.Bool("decode", false, "benchmarks only: decode every value even when it could travel undecoded to the sink")
+	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
+		fmt.Fprintf(os.Stderr, "sluice runner: --log-level: %v\n", err)
+		return 2
+	}
+	handler := slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: level})
+	log := slog.New(handler)
+	ctrllog.SetLogger(logr.FromSlogHandler(handler))
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+
+	p := runner.Params{
+		Pipeline: state.Pipeline{
+			Namespace: os.Getenv(configv1.EnvPipelineNamespace),
+			Name:      os.Getenv(configv1.EnvPipelineName),
+		},
+		RunID:          os.Getenv(configv1.EnvRunID),
+		Generation:     os.Getenv(configv1.EnvGeneration),
+		SpecJSON:       os.Getenv(configv1.EnvSpec),
+		LookupEnv:      os.LookupEnv,
+		Log:            log,
+		TerminationLog: *terminationLog,
+		Options: runner.Options{
+			CheckInterval:    *checkInterval,
+			ProgressInterval: *progressInterval,
+			LockWait:         *lockWait,
+			CheckpointAtEnd:  *checkpointAtEnd,
+			Sequential:       *sequential,
+			Decode:           *decode,
+		},
+	}
+	p.Config, p.ConfigErr = configv1.Load(*configPath)
+
+	if *noStatus || p.Pipeline.Name == "" {
+		if p.Pipeline.Name == "" {
+			p.Pipeline.Name = manualPipeline
+		}
+		if p.RunID == "" {
+			p.RunID = "manual-" + strconv.FormatInt(time.Now().Unix(), 10)
+		}
+		p.Reporter = status.NewLog(log, etlv1.RunTrigger(*trigger))
+	} else {
+		if p.RunID == "" {
+			log.Error("cannot claim a run without a run id", "env", configv1.EnvRunID)
+			return configv1.ExitBusiness
+		}
+		c, err := kubeClient(*kubeconfig)
+		if err != nil {
+			log.Error("cannot reach Kubernetes", "error", err.Error())
+			return configv1.ExitInfra
+		}
+		key := types.NamespacedName{Namespace: p.Pipeline.Namespace, Name: p.Pipeline.Name}
+		p.Reporter = status.NewKube(c, key, p.RunID)
+	}
+
+	res := runner.Run(ctx, p)
+	return res.ExitCode
+}
+
+// kubeClient returns a client for ETLPipelines: from the --kubeconfig file, else from
+// $KUBECONFIG or in-cluster, the usual client-go loading rules.
+func kubeClient(kubeconfig string) (client.Client, error) {
+	rules := clientcmd.NewDefaultClientConfigLoadingRules()
+	rules.ExplicitPath = kubeconfig
+	cfg, err := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, &clientcmd.ConfigOverrides{}).ClientConfig()
+	if err != nil {
+		return nil, fmt.Errorf("load kubeconfig: %w", err)
+	}
+	cfg.UserAgent = "sluice-runner/" + version
+	scheme := runtime.NewScheme()
+	if err := etlv1.AddToScheme(scheme); err != nil {
+		return nil, fmt.Errorf("register ETLPipeline types: %w", err)
+	}
+	c, err := client.New(cfg, client.Options{Scheme: scheme})
+	if err != nil {
+		return nil, fmt.Errorf("create Kubernetes client: %w", err)
+	}
+	return c, nil
+}
+
+// envOr returns the environment variable's value, or def when it is unset or empty.
+func envOr(name, def string) string {
+	if v := os.Getenv(name); v != "" {
+		return v
+	}
+	return def
+}

@@ -1,0 +1,65 @@
+// Package batch holds the unit of work that flows from the reader through the transforms to a
+// sink: ordered columns and rows of generically typed values.
+package batch
+
+// Column is one column of a batch.
+type Column struct {
+	// Name is the column name as the reader (or a transform) produced it.
+	Name string
+	// Type is the Postgres type OID of the values when known (the reader's columns), or 0 when
+	// a stage produced the column without a database type (a Python transform). A sink uses it
+	// to write values back with the source type where it can.
+	Type uint32
+}
+
+// Batch is a page of rows. Values are what pgx decodes (int64, string, time.Time,
+// pgtype.Numeric, json.RawMessage for json/jsonb, []any for arrays, ...) or, after a
+// transform, plain Go values; nil is SQL NULL.
+type Batch struct {
+	Columns []Column
+	// Rows holds one value per column, in column order. It is nil when Raw is set.
+	Rows [][]any
+	// Raw, when set, holds the rows undecoded instead of Rows. The executor asks the reader
+	// for raw batches only when every stage is the identity and the sink is a
+	// sink.RawWriter, so transforms and other sinks always see Rows.
+	Raw *Raw
+}
+
+// Len returns the number of rows.
+func (b *Batch) Len() int {
+	if b.Raw != nil {
+		return b.Raw.Len()
+	}
+	return len(b.Rows)
+}
+
+// Names returns the column names in order.
+func (b *Batch) Names() []string {
+	names := make([]string, len(b.Columns))
+	for i, c := range b.Columns {
+		names[i] = c.Name
+	}
+	return names
+}
+
+// Index returns the position of the named column, or -1.
+func (b *Batch) Index(name string) int {
+	for i, c := range b.Columns {
+		if c.Name == name {
+			return i
+		}
+	}
+	return -1
+}
+
+// Indexes returns the positions of the named columns and the first name that is missing.
+func (b *Batch) Indexes(names []string) ([]int, string) {
+	idx := make([]int, len(names))
+	for i, n := range names {
+		idx[i] = b.Index(n)
+		if idx[i] < 0 {
+			return nil, n
+		}
+	}
+	return idx, ""
+}

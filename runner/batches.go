@@ -1,0 +1,173 @@
+package runner
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/sluice-dev/sluice/runner/batch"
+	"github.com/sluice-dev/sluice/runner/failure"
+	"github.com/sluice-dev/sluice/runner/sink"
+	"github.com/sluice-dev/sluice/runner/state"
+	"github.com/sluice-dev/sluice/runner/transform"
+)
+
+// step moves one batch: read (or take the prefetched page), transform, write and commit the
+// checkpoint. It reports done when the reader is caught up.
+func (e *executor) step(ctx context.Context, s *session, stages []transform.Stage) (bool, error) {
+	b, err := e.read(ctx, s)
+	if err != nil {
+		return false, err
+	}
+	if b.Len() == 0 {
+		return true, nil
+	}
+	pos, err := s.reader.Position(b, b.Len()-1)
+	if err != nil {
+		return false, err
+	}
+	more := b.Len() == e.pl.batchSize
+	if more && !e.opts.Sequential {
+		e.startPrefetch(ctx, s, pos)
+	}
+	read := int64(b.Len())
+	out, err := transform.Chain(ctx, stages, b)
+	if err != nil {
+		return false, err
+	}
+	if err := checkKeys(out, e.pl.sinkKey); err != nil {
+		return false, err
+	}
+	if err := e.write(ctx, s, out, pos, read); err != nil {
+		return false, err
+	}
+	// The sink has copied the rows it sends: the raw buffer can serve a later page.
+	b.Raw.Release()
+	return !more, nil
+}
+
+// read returns the page after the committed checkpoint.
+func (e *executor) read(ctx context.Context, s *session) (*batch.Batch, error) {
+	if pf := e.prefetch; pf != nil {
+		e.prefetch = nil
+		r := pf.wait()
+		return r.b, r.err
+	}
+	return s.read(ctx, e.after)
+}
+
+// write writes a batch and commits its checkpoint: in one transaction when the sink lives in
+// the state database (rows and checkpoint together, exactly once), else rows first and
+// checkpoint second (a crash in between replays the batch, which the upsert absorbs).
+func (e *executor) write(ctx context.Context, s *session, out *batch.Batch, pos []string, read int64) error {
+	// RowsWritten counts the rows handed to the sink (after transforms), which the
+	// checkpoint statement must know before the sink has written them.
+	adv := state.Advance{
+		Mode: e.pl.mode, RunID: e.p.RunID, Generation: e.pl.generation,
+		Position: &state.Position{Columns: e.pl.order, Values: pos},
+		RowsRead: read, RowsWritten: int64(out.Len()), Batches: 1,
+	}
+	if s.txSink != nil {
+		var stmt sink.Statement
+		if !e.opts.CheckpointAtEnd {
+			st := s.store.AdvanceStatement(e.epoch, adv, e.sentAfter)
+			stmt = sink.Statement{SQL: st.SQL, Params: st.Params}
+		}
+		if err := s.txSink.Send(ctx, out, stmt); err != nil {
+			return err
+		}
+		e.inflight = append(e.inflight, sentBatch{pos: pos, adv: adv})
+		e.sentAfter = pos
+		// One batch stays in flight while the next is prepared, unless sequential.
+		keep := 1
+		if e.opts.Sequential {
+			keep = 0
+		}
+		for len(e.inflight) > keep {
+			if err := e.receive(ctx, s); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	if _, err := s.sink.Write(ctx, out); err != nil {
+		return err
+	}
+	if !e.opts.CheckpointAtEnd {
+		if err := s.store.Advance(ctx, e.epoch, adv); err != nil {
+			return err
+		}
+	}
+	e.committed(pos, adv)
+	return nil
+}
+
+// receive waits for the oldest batch in flight and records it as committed.
+func (e *executor) receive(ctx context.Context, s *session) error {
+	b := e.inflight[0]
+	e.inflight = e.inflight[1:]
+	if _, err := s.txSink.Receive(ctx); err != nil {
+		if failure.IsFenced(err) {
+			return fmt.Errorf("commit batch and checkpoint of pipeline %s with epoch %d: %w", e.p.Pipeline, e.epoch,
+				errors.Join(failure.ErrFenced, err))
+		}
+		return err
+	}
+	e.committed(b.pos, b.adv)
+	return nil
+}
+
+// drain waits for every batch in flight: before the run ends, pauses or reports.
+func (e *executor) drain(ctx context.Context, s *session) error {
+	for len(e.inflight) > 0 {
+		if err := e.receive(ctx, s); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// committed records a batch whose rows and checkpoint are durable.
+func (e *executor) committed(pos []string, adv state.Advance) {
+	if e.opts.CheckpointAtEnd {
+		e.pending.Mode, e.pending.RunID, e.pending.Generation, e.pending.Position = adv.Mode, adv.RunID, adv.Generation, adv.Position
+		e.pending.RowsRead += adv.RowsRead
+		e.pending.RowsWritten += adv.RowsWritten
+		e.pending.Batches++
+	}
+	e.after = pos
+	e.checkpointTime = time.Now()
+	e.rowsRead += adv.RowsRead
+	e.rowsWritten += adv.RowsWritten
+	e.batches++
+}
+
+// flushPending commits what CheckpointAtEnd held back.
+func (e *executor) flushPending(ctx context.Context, s *session) error {
+	if e.pending.Batches == 0 {
+		return nil
+	}
+	if err := s.store.Advance(ctx, e.epoch, e.pending); err != nil {
+		return err
+	}
+	e.pending = state.Advance{}
+	return nil
+}
+
+// checkKeys rejects a batch with a row lacking a sink key value: the upsert could not place it
+// (a NULL key never conflicts, so it would duplicate on every replay).
+func checkKeys(b *batch.Batch, key []string) error {
+	idx, missing := b.Indexes(key)
+	if missing != "" {
+		return failure.Business(fmt.Errorf("rows reaching the sink have no key column %q", missing))
+	}
+	for r := 0; r < b.Len(); r++ {
+		for i, j := range idx {
+			if (b.Raw != nil && b.Raw.Value(r, j) == nil) || (b.Raw == nil && b.Rows[r][j] == nil) { // #nosec G602 -- r < b.Len() and j is a column index of the batch
+				return failure.Business(fmt.Errorf("row %d of the batch reaching the sink has a NULL key column %q", r+1, key[i]))
+			}
+		}
+	}
+	return nil
+}

@@ -1,0 +1,294 @@
+// Package runner is Sluice's data plane: it executes one run of an ETLPipeline inside its Job.
+//
+// The executor claims the run, chooses where to start (full or incremental, from the committed
+// checkpoint), and moves keyset pages from the reader through the transform stages into the
+// sink, committing the checkpoint after every batch under the pipeline's fencing epoch. It is
+// also the one place that retries: an infrastructure error discards the session and redoes the
+// batch from the checkpoint with exponential backoff; a business error fails the run at once.
+// Between batches it honours a pause, and at the end it records the run in etl_runs and
+// reports the run's end to the pipeline's status.
+package runner
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	configv1 "github.com/sluice-dev/sluice/api/config/v1alpha1"
+	etlv1 "github.com/sluice-dev/sluice/api/v1alpha1"
+	"github.com/sluice-dev/sluice/runner/failure"
+	"github.com/sluice-dev/sluice/runner/state"
+	"github.com/sluice-dev/sluice/runner/status"
+	"github.com/sluice-dev/sluice/runner/transform"
+)
+
+// Params are the inputs of one run, as `sluice runner` gathers them from its flags and its
+// environment.
+type Params struct {
+	// Config is the operator configuration; ConfigErr is set instead when it failed to load,
+	// so that the run can still report why it failed.
+	Config    *configv1.OperatorConfig
+	ConfigErr error
+	Pipeline  state.Pipeline
+	RunID     string
+	// Generation is SLUICE_GENERATION as given.
+	Generation string
+	// SpecJSON is SLUICE_SPEC: the validated, defaulted spec the run executes.
+	SpecJSON string
+	// LookupEnv finds the connections' DSNs (os.LookupEnv).
+	LookupEnv func(string) (string, bool)
+	Reporter  status.Reporter
+	Log       *slog.Logger
+	// TerminationLog is where a failed run leaves a short message for Kubernetes
+	// (/dev/termination-log); empty skips it.
+	TerminationLog string
+	Options        Options
+}
+
+// Options tune a run; the zero value is production's.
+type Options struct {
+	// CheckInterval is the least time between two reads of the pipeline for a pause (1s).
+	CheckInterval time.Duration
+	// ProgressInterval is the least time between two progress reports (2s).
+	ProgressInterval time.Duration
+	// LockWait is how long a runner waits for another live runner of the pipeline to let go
+	// before it gives up without writing (30s).
+	LockWait time.Duration
+	// CheckpointAtEnd commits the checkpoint only when the run ends, not after every batch.
+	// It exists to measure what per-batch checkpoints cost (test/bench); a crash then
+	// replays the whole run.
+	CheckpointAtEnd bool
+	// Sequential reads each page only after the previous one is written, and waits for each
+	// write before the next (benchmarks: it measures what the overlap gains).
+	Sequential bool
+	// Decode always decodes values, even when they could travel undecoded to the sink
+	// (benchmarks, diagnosis).
+	Decode bool
+	// Sleep waits between retries (tests shorten it); nil sleeps.
+	Sleep func(ctx context.Context, d time.Duration) error
+}
+
+func (o *Options) defaults() {
+	if o.CheckInterval == 0 {
+		o.CheckInterval = time.Second
+	}
+	if o.ProgressInterval == 0 {
+		o.ProgressInterval = 2 * time.Second
+	}
+	if o.LockWait == 0 {
+		o.LockWait = 30 * time.Second
+	}
+	if o.Sleep == nil {
+		o.Sleep = sleep
+	}
+}
+
+// Outcome is how a run ended.
+type Outcome string
+
+// Outcomes of Run.
+const (
+	// OutcomeIdle: the run completed (caught up, or the full read is done).
+	OutcomeIdle Outcome = "Idle"
+	// OutcomePaused: the manager asked for a pause; the run stopped after a committed batch.
+	OutcomePaused Outcome = "Paused"
+	// OutcomeFailed: a business error, or an infrastructure error that outlived its retries.
+	OutcomeFailed Outcome = "Failed"
+	// OutcomeFenced: the run is not (or no longer) this runner's; it stopped without writing.
+	OutcomeFenced Outcome = "Fenced"
+	// OutcomeAborted: the process was told to stop (SIGTERM); nothing was reported, a
+	// replacement pod continues from the checkpoint.
+	OutcomeAborted Outcome = "Aborted"
+)
+
+// Result is what Run did.
+type Result struct {
+	Outcome  Outcome
+	ExitCode int
+	// ErrorClass and Message describe a failure (scrubbed of credentials).
+	ErrorClass etlv1.ErrorClass
+	Message    string
+	// Committed counters of the run.
+	RowsRead, RowsWritten, Batches int64
+}
+
+// Run executes one run and returns its result; the exit code follows the api/config
+// constants. It never panics on bad input: every problem becomes a Result.
+func Run(ctx context.Context, p Params) Result {
+	p.Options.defaults()
+	if p.Log == nil {
+		p.Log = slog.New(slog.DiscardHandler)
+	}
+	if p.LookupEnv == nil {
+		p.LookupEnv = func(string) (string, bool) { return "", false }
+	}
+	e := &executor{p: p, opts: p.Options, rep: p.Reporter, scrub: &scrubber{}}
+	e.log = p.Log.With("pipeline", p.Pipeline.String(), "run", p.RunID)
+	res := e.run(ctx)
+	res.RowsRead, res.RowsWritten, res.Batches = e.rowsRead, e.rowsWritten, e.batches
+	if res.ExitCode != configv1.ExitOK {
+		writeTermination(p.TerminationLog, string(res.Outcome)+": "+res.Message)
+	}
+	return res
+}
+
+// executor holds one run's progress. Only committed state lives here: after an error the
+// session goes, this stays, and the retry starts from it.
+type executor struct {
+	p     Params
+	opts  Options
+	log   *slog.Logger
+	rep   status.Reporter
+	scrub *scrubber
+	pl    *plan
+
+	trigger  etlv1.RunTrigger
+	identity bool
+	migrated bool
+	claimed  bool
+	epoch    int64
+	// pids are the backends of this runner's state sessions (see state.Store.Lock).
+	pids []uint32
+
+	// after is the committed checkpoint (nil: from the start).
+	after                          []string
+	checkpointTime                 time.Time
+	rowsRead, rowsWritten, batches int64
+	// pending accumulates what CheckpointAtEnd has not committed yet.
+	pending state.Advance
+
+	lastCheck, lastProgress time.Time
+	reported                bool
+
+	prefetch *prefetch
+	// inflight are the batches sent to a TxSink whose results have not come back; sentAfter
+	// is the position of the last one sent, the checkpoint the next one must follow.
+	inflight  []sentBatch
+	sentAfter []string
+}
+
+// sentBatch is a batch sent to a TxSink and not yet confirmed.
+type sentBatch struct {
+	pos []string
+	adv state.Advance
+}
+
+func (e *executor) run(ctx context.Context) Result {
+	claim, err := e.claimStatus(ctx)
+	if err != nil {
+		if failure.IsFenced(err) {
+			return e.fenced(err)
+		}
+		msg := e.scrub.scrub(err.Error())
+		e.log.Error("cannot claim the run", "error", msg)
+		return Result{Outcome: OutcomeFailed, ExitCode: configv1.ExitInfra, ErrorClass: etlv1.ErrorInfra, Message: msg}
+	}
+	e.trigger = claim.Trigger
+	if e.p.ConfigErr != nil || e.p.Config == nil {
+		cause := e.p.ConfigErr
+		if cause == nil {
+			cause = errors.New("no operator configuration")
+		}
+		return e.fail(ctx, nil, failure.Business(fmt.Errorf("load operator configuration: %w", cause)))
+	}
+	pl, err := makePlan(e.p.Config, e.p.SpecJSON, e.p.Generation, e.p.LookupEnv)
+	if err != nil {
+		return e.fail(ctx, nil, err)
+	}
+	e.pl = pl
+	e.scrub = newScrubber(pl.dsns)
+	stages, err := transform.Build(&pl.spec)
+	if err != nil {
+		return e.fail(ctx, nil, err)
+	}
+	defer func() {
+		for _, s := range stages {
+			_ = s.Close()
+		}
+	}()
+	e.identity = transform.IsIdentity(stages)
+	e.log.Info("run starting", "mode", pl.mode, "target", pl.spec.Target.Name, "batchSize", pl.batchSize,
+		"sharedStateDatabase", pl.shared)
+	return e.loop(ctx, stages)
+}
+
+// claimStatus claims the run in the pipeline's status, retrying API errors a few times.
+func (e *executor) claimStatus(ctx context.Context) (status.Claim, error) {
+	policy := retryPolicy{attempts: defaultRetryAttempts, initial: defaultInitialBackoff}
+	for n := 0; ; n++ {
+		c, err := e.rep.Claim(ctx)
+		if err == nil {
+			e.log.Info("run claimed", "trigger", c.Trigger)
+			return c, nil
+		}
+		if failure.IsFenced(err) || n >= policy.attempts || ctx.Err() != nil {
+			return c, err
+		}
+		e.log.Warn("claim failed, retrying", "error", e.scrub.scrub(err.Error()), "retry", n+1)
+		if err := e.opts.Sleep(ctx, policy.backoff(n+1)); err != nil {
+			return c, err
+		}
+	}
+}
+
+// loop is the dispatcher: it drives batches and routes every error by its class.
+func (e *executor) loop(ctx context.Context, stages []transform.Stage) Result {
+	var sess *session
+	discard := func() { //nolint:contextcheck // a discarded session closes on its own short deadline
+		e.stopPrefetch()
+		sess.close()
+		sess = nil
+	}
+	defer func() { discard() }()
+	retries := 0
+	for {
+		var err error
+		if sess == nil {
+			sess, err = e.open(ctx)
+		}
+		if err == nil {
+			var res Result
+			var stop bool
+			if res, stop, err = e.between(ctx, sess); stop {
+				return res
+			}
+		}
+		if err == nil {
+			var done bool
+			if done, err = e.step(ctx, sess, stages); err == nil && done {
+				err = e.complete(ctx, sess)
+				if err == nil {
+					return e.finished(ctx)
+				}
+			}
+			if err == nil {
+				retries = 0
+				continue
+			}
+		}
+		switch {
+		case ctx.Err() != nil:
+			e.log.Warn("run aborted", "error", e.scrub.scrub(err.Error()))
+			return Result{Outcome: OutcomeAborted, ExitCode: configv1.ExitInfra, ErrorClass: etlv1.ErrorInfra,
+				Message: "aborted: " + e.scrub.scrub(context.Cause(ctx).Error())}
+		case failure.IsFenced(err):
+			return e.fenced(err)
+		case failure.Classify(err) == etlv1.ErrorInfra && retries < e.pl.retry.attempts:
+			discard()
+			retries++
+			wait := e.pl.retry.backoff(retries)
+			e.log.Warn("infrastructure error, retrying the batch from the checkpoint",
+				"error", e.scrub.scrub(err.Error()), "retry", retries, "of", e.pl.retry.attempts, "backoff", wait.String())
+			if serr := e.opts.Sleep(ctx, wait); serr != nil {
+				continue // the ctx.Err case above reports the abort
+			}
+		default:
+			// The session (and with it the pipeline's lock) is kept until the failure is
+			// reported, so that no other runner starts the run in between.
+			e.stopPrefetch()
+			return e.fail(ctx, sess, err)
+		}
+	}
+}

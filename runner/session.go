@@ -1,0 +1,188 @@
+package runner
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	etlv1 "github.com/sluice-dev/sluice/api/v1alpha1"
+	"github.com/sluice-dev/sluice/runner/batch"
+	"github.com/sluice-dev/sluice/runner/failure"
+	"github.com/sluice-dev/sluice/runner/sink"
+	"github.com/sluice-dev/sluice/runner/source"
+	"github.com/sluice-dev/sluice/runner/state"
+	"github.com/sluice-dev/sluice/runner/status"
+)
+
+// session is one attempt's connections and the objects built on them. An infrastructure
+// error discards the whole session; the retry opens a new one and starts again from the
+// committed checkpoint, so nothing half-done survives into the retry.
+type session struct {
+	state    *pgx.Conn
+	src      *pgx.Conn
+	sinkConn *pgx.Conn
+	store    *state.Store
+	reader   *source.Reader
+	sink     sink.Sink
+	// txSink is set when the sink lives in the state database and writes each batch in one
+	// transaction with its checkpoint.
+	txSink sink.TxSink
+	// raw is true when batches travel undecoded: every stage is the identity and the sink
+	// writes the source's wire encoding.
+	raw bool
+}
+
+// read returns a page, raw when the session moves batches undecoded.
+func (s *session) read(ctx context.Context, after []string) (*batch.Batch, error) {
+	if s.raw {
+		return s.reader.ReadRaw(ctx, after)
+	}
+	return s.reader.Read(ctx, after)
+}
+
+func (s *session) close() {
+	if s == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if s.sink != nil {
+		_ = s.sink.Close(ctx)
+	}
+	for _, c := range []*pgx.Conn{s.src, s.sinkConn, s.state} {
+		if c != nil {
+			_ = c.Close(ctx)
+		}
+	}
+}
+
+// connectTimeout bounds one connection attempt; the retry policy decides how many follow.
+const connectTimeout = 10 * time.Second
+
+// connect opens a connection named for the runner (tests and DBAs find it by
+// application_name). A source connection is read-only: the reader query can never write.
+func connect(ctx context.Context, name, dsn, appName string, readOnly bool) (*pgx.Conn, error) {
+	cfg, err := pgx.ParseConfig(dsn)
+	if err != nil {
+		// The parse error quotes the DSN; say which connection instead.
+		return nil, fmt.Errorf("connection %q: the DSN does not parse", name)
+	}
+	cfg.RuntimeParams["application_name"] = appName
+	if readOnly {
+		cfg.RuntimeParams["default_transaction_read_only"] = "on"
+	}
+	if cfg.ConnectTimeout == 0 || cfg.ConnectTimeout > connectTimeout {
+		cfg.ConnectTimeout = connectTimeout
+	}
+	// Keepalives find a dead peer in tens of seconds instead of the kernel's two hours.
+	dialer := &net.Dialer{KeepAlive: 15 * time.Second}
+	cfg.DialFunc = dialer.DialContext
+	conn, err := pgx.ConnectConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("connect to %q: %w", name, err)
+	}
+	return conn, nil
+}
+
+// open connects, checks the reader and the sink, and claims the pipeline in the state
+// database (first session) or re-reads the committed state (after a reconnect).
+func (e *executor) open(ctx context.Context) (_ *session, err error) {
+	pl := e.pl
+	s := &session{}
+	defer func() { //nolint:contextcheck // closing must work whatever the caller's context
+		if err != nil {
+			s.close()
+		}
+	}()
+	app := appName(e.p.Pipeline)
+	if s.state, err = connect(ctx, pl.stateConn, pl.dsns[pl.stateConn], app, false); err != nil {
+		return nil, err
+	}
+	if s.src, err = connect(ctx, pl.sourceConn, pl.dsns[pl.sourceConn], app, true); err != nil {
+		return nil, err
+	}
+	source.RegisterTypes(s.src.TypeMap())
+	// A Postgres sink has a connection of its own even in the state database: it keeps
+	// batches in flight on it (pipeline mode) while the state connection stays free for
+	// bookkeeping and holds the pipeline's lock.
+	if pl.target.Kind == etlv1.SinkPostgres {
+		if s.sinkConn, err = connect(ctx, pl.sinkConn, pl.dsns[pl.sinkConn], app, false); err != nil {
+			return nil, err
+		}
+	}
+	if !e.migrated {
+		if err = state.Migrate(ctx, s.state); err != nil {
+			return nil, err
+		}
+		e.migrated = true
+	}
+	s.store = state.New(s.state, e.p.Pipeline)
+	if err = s.store.Lock(ctx, e.opts.LockWait, e.pids); err != nil {
+		return nil, err
+	}
+	e.pids = append(e.pids, s.state.PgConn().PID())
+
+	if s.reader, err = source.Open(ctx, s.src, source.Options{
+		Query: pl.query, Cursor: pl.cursor, Keys: pl.keys, BatchSize: pl.batchSize,
+	}); err != nil {
+		return nil, err
+	}
+	if s.sink, err = sinkOpeners[pl.target.Kind](ctx, pl, s); err != nil {
+		return nil, err
+	}
+	if err = s.sink.Prepare(ctx); err != nil {
+		return nil, err
+	}
+	if pl.shared {
+		ts, ok := s.sink.(sink.TxSink)
+		if !ok {
+			return nil, fmt.Errorf("sink of %s cannot write in the state database's transaction", pl.spec.Target.Name)
+		}
+		s.txSink = ts
+	}
+	if rw, ok := s.sink.(sink.RawWriter); ok && rw.WritesRaw() && e.identity && !e.opts.Decode {
+		s.raw = true
+	}
+
+	var c state.Claim
+	if !e.claimed {
+		// The lock may have been held by a runner of the same run that has finished since:
+		// ask the pipeline again before the claim, so that it is not run twice.
+		sig, err := e.check(ctx)
+		if err == nil && sig == status.Stop {
+			return nil, fmt.Errorf("pipeline %s: run %s ended while this runner waited: %w", e.p.Pipeline, e.p.RunID, failure.ErrFenced)
+		}
+		if sig == status.Pause {
+			e.lastCheck = time.Time{} // pause before the first batch
+		}
+		if c, err = s.store.Claim(ctx, state.Run{ID: e.p.RunID, Generation: pl.generation, Mode: pl.mode}); err != nil {
+			return nil, err
+		}
+		e.claimed, e.epoch = true, c.Epoch
+		e.log.Info("pipeline claimed in the state database", "epoch", c.Epoch, "replacesCrashedPod", c.SameRun)
+	} else if c, err = s.store.Load(ctx, e.epoch); err != nil {
+		return nil, err
+	}
+	var note string
+	e.after, note = startPosition(pl, e.p.RunID, e.trigger, c)
+	e.inflight, e.sentAfter = nil, nil
+	e.rowsRead, e.rowsWritten, e.batches = c.RowsRead, c.RowsWritten, c.Batches
+	e.pending = state.Advance{}
+	e.log.Info(note, "checkpoint", e.after)
+	return s, nil
+}
+
+// appName names the runner's sessions in pg_stat_activity (at most 63 bytes).
+func appName(p state.Pipeline) string {
+	return truncateBytes("sluice-runner "+p.String(), 63)
+}
+
+func truncateBytes(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n]
+}

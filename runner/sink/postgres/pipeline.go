@@ -1,0 +1,149 @@
+package postgres
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/sluice-dev/sluice/runner/batch"
+	"github.com/sluice-dev/sluice/runner/sink"
+)
+
+// Send implements sink.TxSink. The batch's upsert and stmt go down the connection in
+// pipeline mode followed by a Sync: the server runs them as one implicit transaction, and the
+// runner does not wait for it (nor pays the round trips of BEGIN and COMMIT).
+func (s *Sink) Send(ctx context.Context, b *batch.Batch, stmt sink.Statement) error {
+	if s.columns == nil {
+		return fmt.Errorf("write to %s: sink used before Prepare", s.name())
+	}
+	e := &sent{}
+	s.queue = append(s.queue, e)
+	if b.Len() == 0 && stmt.SQL == "" {
+		e.ready = true
+		return nil
+	}
+	var params [][]byte
+	var sh *shape
+	if b.Len() > 0 {
+		var formats []int16
+		if b.Raw != nil {
+			formats = b.Raw.Formats
+		}
+		if _, ok := s.shapes[signature(b.Columns, formats)]; !ok {
+			// Preparing needs the connection out of pipeline mode.
+			if err := s.closePipeline(ctx); err != nil {
+				return err
+			}
+		}
+		var err error
+		if sh, err = s.shapeFor(ctx, b.Columns, formats); err != nil {
+			return err
+		}
+		if params, err = s.arrays(sh, b); err != nil {
+			return err
+		}
+	}
+	if s.pipe == nil {
+		s.pipe = s.conn.PgConn().StartPipeline(ctx)
+	}
+	if sh != nil {
+		s.pipe.SendQueryPrepared(sh.stmt, params, binaryFormats(len(params)), nil)
+		e.results++
+	}
+	if stmt.SQL != "" {
+		s.pipe.SendQueryParams(stmt.SQL, stmt.Params, nil, nil, nil)
+		e.results++
+	}
+	e.counted = sh != nil
+	if err := s.pipe.Sync(); err != nil {
+		return fmt.Errorf("write to %s: send batch: %w", s.name(), err)
+	}
+	return nil
+}
+
+// Receive implements sink.TxSink.
+func (s *Sink) Receive(_ context.Context) (int64, error) {
+	if len(s.queue) == 0 {
+		return 0, fmt.Errorf("write to %s: nothing sent", s.name())
+	}
+	e := s.queue[0]
+	if !e.ready {
+		s.collect(e)
+	}
+	s.queue = s.queue[1:]
+	return e.rows, e.err
+}
+
+// sent is one batch sent in pipeline mode.
+type sent struct {
+	// results is how many statements precede the Sync; counted says the first is the upsert.
+	results int
+	counted bool
+	ready   bool
+	rows    int64
+	err     error
+}
+
+// collect reads the results of e, the oldest unread batch, up to its Sync. After an error
+// the server skips the rest of the batch's statements and pgconn reports only the Sync.
+func (s *Sink) collect(e *sent) {
+	e.ready = true
+	for i := 0; ; i++ {
+		res, err := s.pipe.GetResults()
+		if err != nil {
+			var pgErr *pgconn.PgError
+			if e.err == nil {
+				what := "upsert"
+				if !e.counted || i > 0 {
+					what = "statement in the batch's transaction"
+				}
+				e.err = fmt.Errorf("write to %s: %s: %w", s.name(), what, err)
+			}
+			if !errors.As(err, &pgErr) {
+				return // the connection is gone: the executor discards the session
+			}
+			continue
+		}
+		switch r := res.(type) {
+		case *pgconn.PipelineSync:
+			return
+		case *pgconn.ResultReader:
+			tag, err := r.Close()
+			if err != nil && e.err == nil {
+				e.err = fmt.Errorf("write to %s: %w", s.name(), err)
+			}
+			if i == 0 && e.counted {
+				e.rows = tag.RowsAffected()
+			}
+		case nil:
+			if e.err == nil {
+				e.err = fmt.Errorf("write to %s: pipeline ended before the batch's Sync", s.name())
+			}
+			return
+		}
+	}
+}
+
+// closePipeline takes the connection out of pipeline mode, first collecting what is in
+// flight; Receive hands those results out later, in order.
+func (s *Sink) closePipeline(_ context.Context) error {
+	if s.pipe == nil {
+		return nil
+	}
+	for _, e := range s.queue {
+		if !e.ready {
+			s.collect(e)
+		}
+	}
+	err := s.pipe.Close()
+	s.pipe = nil
+	if err != nil {
+		var pgErr *pgconn.PgError
+		if !errors.As(err, &pgErr) {
+			return fmt.Errorf("write to %s: leave pipeline mode: %w", s.name(), err)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,61 @@
+// Package sink defines what the executor needs from a destination. Each kind of sink is a
+// sub-package (postgres here; elasticsearch next) that implements Sink; the executor picks one
+// from the target's kind in a single table.
+package sink
+
+import (
+	"context"
+
+	"github.com/sluice-dev/sluice/runner/batch"
+)
+
+// Sink writes batches into one target, idempotently on the key: writing the same batch twice
+// leaves the target as writing it once, because a batch is replayed when a runner crashes
+// between the write and the checkpoint.
+//
+// A sink is used by one goroutine. After any error the executor discards it (and its
+// connection) and opens a new one, so a sink need not recover from a half-done write.
+type Sink interface {
+	// Prepare checks the target before anything is written: it exists and can be upserted on
+	// the key. A missing target is a business error (failure.Business) naming it.
+	Prepare(ctx context.Context) error
+	// Write makes the batch durable in the target before it returns: the executor commits the
+	// checkpoint right after. Rows whose key repeats within the batch collapse to the last one.
+	// It returns the number of rows written.
+	Write(ctx context.Context, b *batch.Batch) (int64, error)
+	// Close releases what the sink holds (not a connection it was given).
+	Close(ctx context.Context) error
+}
+
+// TxSink is a sink that lives in the state database. The executor hands it the checkpoint
+// write with each batch, and the sink runs both in one transaction: the rows and the
+// checkpoint commit together, or neither does (an error of the statement, such as a stale
+// fencing epoch, rolls the rows back).
+//
+// Sends are pipelined: the executor sends the next batch before it receives the result of the
+// previous one, so the database never waits for the runner between batches. Each checkpoint
+// statement checks that the checkpoint is still the one the batch was read after, so a batch
+// sent after a failed one fails too instead of committing past a gap.
+type TxSink interface {
+	Sink
+	// Send queues the batch and stmt as one transaction and returns without waiting.
+	Send(ctx context.Context, b *batch.Batch, stmt Statement) error
+	// Receive waits for the oldest sent batch and returns the rows it wrote, or the error of
+	// the batch or of its statement. Results come back in the order of the sends.
+	Receive(ctx context.Context) (int64, error)
+}
+
+// Statement is a statement of the state database with its parameters in text format.
+type Statement struct {
+	SQL    string
+	Params [][]byte
+}
+
+// RawWriter is a sink that writes batches in the source's wire encoding (batch.Raw) as they
+// came. When every transform stage is the identity, the executor reads raw batches for such a
+// sink and no value is decoded or re-encoded on the way.
+type RawWriter interface {
+	Sink
+	// WritesRaw reports whether Write and Send accept batches whose Raw is set.
+	WritesRaw() bool
+}

@@ -1,0 +1,397 @@
+package source
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgtype"
+
+	"github.com/sluice-dev/sluice/runner/batch"
+	"github.com/sluice-dev/sluice/runner/failure"
+)
+
+// Options configure a Reader.
+type Options struct {
+	// Query is the user's SELECT.
+	Query string
+	// Cursor is the cursor column (incremental), or empty (full: pages over the keys).
+	Cursor string
+	// Keys are the key columns that make the order total.
+	Keys []string
+	// BatchSize is the page size.
+	BatchSize int
+}
+
+// Reader pages through the reader query's output in keyset order.
+type Reader struct {
+	conn    *pgx.Conn
+	opts    Options
+	keyset  Keyset
+	columns []batch.Column
+	// order holds the positions of the Order columns in a row.
+	order []int
+	// orderOIDs are their type OIDs, to render checkpoint values in Postgres' text format.
+	orderOIDs []uint32
+	// formats are the wire formats asked for each column: binary where pgx has a binary
+	// codec, text otherwise (enums, types of extensions) and for arrays, which a sink cannot
+	// nest in an array parameter.
+	formats pgx.QueryResultFormats
+	first   string
+	next    string
+	// rawSize is the size of the last raw page, to allocate the next one at once.
+	rawSize int
+}
+
+// Open describes the query (nothing runs) and checks that its output has the cursor and key
+// columns, each once. A query that fails here fails before anything is written.
+func Open(ctx context.Context, conn *pgx.Conn, opts Options) (*Reader, error) {
+	if opts.BatchSize <= 0 {
+		return nil, failure.Business(fmt.Errorf("reader: batch size %d must be positive", opts.BatchSize))
+	}
+	order := Order(opts.Cursor, opts.Keys)
+	if len(order) == 0 {
+		return nil, failure.Business(errors.New("reader: no key columns"))
+	}
+	sd, err := conn.Prepare(ctx, "", DescribeSQL(opts.Query))
+	if err != nil {
+		return nil, fmt.Errorf("describe reader query: %w", err)
+	}
+	r := &Reader{conn: conn, opts: opts}
+	seen := map[string]bool{}
+	for _, f := range sd.Fields {
+		if seen[f.Name] {
+			return nil, failure.Business(fmt.Errorf("reader query returns column %q twice; alias one of them", f.Name))
+		}
+		seen[f.Name] = true
+		r.columns = append(r.columns, batch.Column{Name: f.Name, Type: f.DataTypeOID})
+	}
+	b := batch.Batch{Columns: r.columns}
+	idx, missing := b.Indexes(order)
+	if missing != "" {
+		role := "key"
+		if missing == opts.Cursor {
+			role = "cursor"
+		}
+		return nil, failure.Business(fmt.Errorf("reader query has no %s column %q (columns: %s)",
+			role, missing, strings.Join(b.Names(), ", ")))
+	}
+	m := conn.TypeMap()
+	r.formats = make(pgx.QueryResultFormats, len(r.columns))
+	for i, c := range r.columns {
+		t, ok := m.TypeForOID(c.Type)
+		if !ok || !t.Codec.FormatSupported(pgtype.BinaryFormatCode) {
+			continue
+		}
+		if _, isArray := t.Codec.(*pgtype.ArrayCodec); !isArray {
+			r.formats[i] = pgtype.BinaryFormatCode
+		}
+	}
+	r.order = idx
+	r.orderOIDs = make([]uint32, len(idx))
+	for i, j := range idx {
+		r.orderOIDs[i] = r.columns[j].Type
+	}
+	types, err := typeNames(ctx, conn, r.orderOIDs)
+	if err != nil {
+		return nil, err
+	}
+	r.keyset = Keyset{Query: opts.Query, Order: order, Types: types, Limit: opts.BatchSize}
+	r.first = r.keyset.PageSQL(false)
+	r.next = r.keyset.PageSQL(true)
+	return r, nil
+}
+
+// Order returns the keyset order for a cursor (possibly empty) and key columns.
+func Order(cursor string, keys []string) []string {
+	order := make([]string, 0, len(keys)+1)
+	if cursor != "" {
+		order = append(order, cursor)
+	}
+	for _, k := range keys {
+		if k != cursor {
+			order = append(order, k)
+		}
+	}
+	return order
+}
+
+// typeNames returns the SQL names of type OIDs as the source database spells them (schema
+// qualified and quoted when needed), for the casts of checkpoint values.
+func typeNames(ctx context.Context, conn *pgx.Conn, oids []uint32) ([]string, error) {
+	rows, err := conn.Query(ctx, "SELECT format_type(t, NULL) FROM unnest($1::oid[]) WITH ORDINALITY AS u(t, n) ORDER BY n", oids)
+	if err != nil {
+		return nil, fmt.Errorf("look up reader column types: %w", err)
+	}
+	names, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil, fmt.Errorf("look up reader column types: %w", err)
+	}
+	return names, nil
+}
+
+// Columns returns the reader's output columns.
+func (r *Reader) Columns() []batch.Column { return r.columns }
+
+// OrderColumns returns the keyset order: the checkpoint holds one value per column.
+func (r *Reader) OrderColumns() []string { return r.keyset.Order }
+
+// Read returns the page after the checkpoint (nil: from the start) with decoded values.
+// Rows whose cursor or key is NULL are a business error naming the row: skipping them would
+// lose them silently.
+func (r *Reader) Read(ctx context.Context, after []string) (*batch.Batch, error) {
+	return r.read(ctx, after, false)
+}
+
+// ReadRaw returns the page after the checkpoint undecoded (batch.Raw), for a sink that writes
+// the source's wire encoding as is.
+func (r *Reader) ReadRaw(ctx context.Context, after []string) (*batch.Batch, error) {
+	return r.read(ctx, after, true)
+}
+
+func (r *Reader) read(ctx context.Context, after []string, raw bool) (*batch.Batch, error) {
+	sql, args := r.first, []any{r.formats}
+	if after != nil {
+		if len(after) != len(r.keyset.Order) {
+			return nil, failure.Business(fmt.Errorf("checkpoint has %d values for the %d order columns %s",
+				len(after), len(r.keyset.Order), strings.Join(r.keyset.Order, ", ")))
+		}
+		sql = r.next
+		for _, v := range after {
+			args = append(args, v)
+		}
+	}
+	rows, err := r.conn.Query(ctx, sql, args...)
+	if err != nil {
+		return nil, fmt.Errorf("read page: %w", err)
+	}
+	defer rows.Close()
+	b := &batch.Batch{Columns: r.columns}
+	if raw {
+		b.Raw = batch.NewRaw(r.formats, r.opts.BatchSize, r.rawSize+r.rawSize/8)
+	} else {
+		b.Rows = make([][]any, 0, r.opts.BatchSize)
+	}
+	for rows.Next() {
+		if raw {
+			// RawValues alias the connection's buffer: AppendRow copies them.
+			b.Raw.AppendRow(rows.RawValues())
+			if err := r.checkNotNull(b, b.Len()-1); err != nil {
+				return nil, err
+			}
+			continue
+		}
+		vals, err := rows.Values()
+		if err != nil {
+			return nil, fmt.Errorf("decode reader row %d: %w", len(b.Rows)+1, err)
+		}
+		b.Rows = append(b.Rows, vals)
+		if err := r.checkNotNull(b, len(b.Rows)-1); err != nil {
+			return nil, err
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("read page: %w", err)
+	}
+	if b.Raw != nil {
+		r.rawSize = len(b.Raw.Tuples)
+	}
+	return b, nil
+}
+
+// value returns column col of row i of a batch, decoded (from the raw bytes when the batch is raw).
+func (r *Reader) value(b *batch.Batch, i, col int) (any, error) {
+	if b.Raw == nil {
+		return b.Rows[i][col], nil
+	}
+	src := b.Raw.Value(i, col)
+	if src == nil {
+		return nil, nil
+	}
+	oid, format := r.columns[col].Type, b.Raw.Formats[col]
+	if format == pgtype.TextFormatCode {
+		return string(src), nil
+	}
+	m := r.conn.TypeMap()
+	t, ok := m.TypeForOID(oid)
+	if !ok {
+		return nil, fmt.Errorf("no codec for type %d", oid)
+	}
+	return t.Codec.DecodeValue(m, oid, format, src)
+}
+
+// isNull tells a NULL without decoding.
+func isNull(b *batch.Batch, i, col int) bool {
+	if b.Raw == nil {
+		return b.Rows[i][col] == nil
+	}
+	return b.Raw.Value(i, col) == nil
+}
+
+func (r *Reader) checkNotNull(b *batch.Batch, row int) error {
+	for i, j := range r.order {
+		if !isNull(b, row, j) {
+			continue
+		}
+		role := "key"
+		if i == 0 && r.opts.Cursor != "" {
+			role = "cursor"
+		}
+		return failure.Business(fmt.Errorf("source row (%s) has a NULL %s column %q",
+			r.describeKey(b, row), role, r.keyset.Order[i]))
+	}
+	return nil
+}
+
+// describeKey renders a row's key columns for an error message.
+func (r *Reader) describeKey(b *batch.Batch, row int) string {
+	parts := make([]string, 0, len(r.opts.Keys))
+	for _, k := range r.opts.Keys {
+		for i, name := range r.keyset.Order {
+			if name != k {
+				continue
+			}
+			s := "NULL"
+			if v, err := r.value(b, row, r.order[i]); err == nil && v != nil {
+				if text, err := r.render(i, v); err == nil {
+					s = text
+				}
+			}
+			parts = append(parts, k+"="+s)
+		}
+	}
+	return strings.Join(parts, ", ")
+}
+
+// Position returns the checkpoint of row i of a batch: its order columns in Postgres' text
+// format, which the next page casts back to the column types.
+func (r *Reader) Position(b *batch.Batch, i int) ([]string, error) {
+	out := make([]string, len(r.order))
+	for k, j := range r.order {
+		v, err := r.value(b, i, j)
+		if err == nil {
+			out[k], err = r.render(k, v)
+		}
+		if err != nil {
+			return nil, failure.Business(fmt.Errorf("render checkpoint column %q: %w", r.keyset.Order[k], err))
+		}
+	}
+	return out, nil
+}
+
+func (r *Reader) render(i int, v any) (string, error) {
+	switch v := v.(type) {
+	case string:
+		// Types pgx does not know (enums, domains over them) arrive as text already.
+		return v, nil
+	case json.RawMessage:
+		return string(v), nil
+	}
+	buf, err := r.conn.TypeMap().Encode(r.orderOIDs[i], pgtype.TextFormatCode, v, nil)
+	if err != nil {
+		return "", err
+	}
+	return string(buf), nil
+}
+
+// FindNull looks for a row whose cursor (incremental) or key (full) is NULL, which the keyset
+// predicate would skip forever, and returns its key rendered for an error message. It runs once
+// a run has caught up; with an index on the cursor it is an index lookup.
+func (r *Reader) FindNull(ctx context.Context) (string, bool, error) {
+	nullable := r.opts.Keys
+	if r.opts.Cursor != "" {
+		nullable = []string{r.opts.Cursor}
+	}
+	rows, err := r.conn.Query(ctx, NullSQL(r.opts.Query, nullable, r.opts.Keys))
+	if err != nil {
+		return "", false, fmt.Errorf("check reader rows for NULL order columns: %w", err)
+	}
+	defer rows.Close()
+	if !rows.Next() {
+		if err := rows.Err(); err != nil {
+			return "", false, fmt.Errorf("check reader rows for NULL order columns: %w", err)
+		}
+		return "", false, nil
+	}
+	vals := make([]*string, len(r.opts.Keys))
+	dst := make([]any, len(vals))
+	for i := range vals {
+		dst[i] = &vals[i]
+	}
+	if err := rows.Scan(dst...); err != nil {
+		return "", false, fmt.Errorf("check reader rows for NULL order columns: %w", err)
+	}
+	parts := make([]string, len(vals))
+	for i, v := range vals {
+		s := "NULL"
+		if v != nil {
+			s = *v
+		}
+		parts[i] = r.opts.Keys[i] + "=" + s
+	}
+	return strings.Join(parts, ", "), true, rows.Err()
+}
+
+// RegisterTypes adjusts how a source connection decodes values so that they survive the trip
+// to a sink unchanged: json and jsonb stay raw JSON (json.RawMessage) instead of being parsed
+// into Go maps, which would turn large integers into float64 and reorder keys; an infinite
+// date or timestamp stays a pgtype value that pgx can encode again (pgx's default decodes it
+// to a bare InfinityModifier, which it cannot write back).
+func RegisterTypes(m *pgtype.Map) {
+	m.RegisterType(&pgtype.Type{Name: "date", OID: pgtype.DateOID, Codec: dateCodec{}})
+	m.RegisterType(&pgtype.Type{Name: "timestamp", OID: pgtype.TimestampOID, Codec: timestampCodec{&pgtype.TimestampCodec{}}})
+	m.RegisterType(&pgtype.Type{Name: "timestamptz", OID: pgtype.TimestamptzOID, Codec: timestamptzCodec{&pgtype.TimestamptzCodec{}}})
+	raw := func(data []byte, v any) error {
+		if p, ok := v.(*any); ok {
+			*p = json.RawMessage(bytes.Clone(data))
+			return nil
+		}
+		return json.Unmarshal(data, v)
+	}
+	jsonType := &pgtype.Type{Name: "json", OID: pgtype.JSONOID, Codec: &pgtype.JSONCodec{Marshal: json.Marshal, Unmarshal: raw}}
+	jsonbType := &pgtype.Type{Name: "jsonb", OID: pgtype.JSONBOID, Codec: &pgtype.JSONBCodec{Marshal: json.Marshal, Unmarshal: raw}}
+	m.RegisterType(jsonType)
+	m.RegisterType(jsonbType)
+	m.RegisterType(&pgtype.Type{Name: "_json", OID: pgtype.JSONArrayOID, Codec: &pgtype.ArrayCodec{ElementType: jsonType}})
+	m.RegisterType(&pgtype.Type{Name: "_jsonb", OID: pgtype.JSONBArrayOID, Codec: &pgtype.ArrayCodec{ElementType: jsonbType}})
+}
+
+// dateCodec decodes an infinite date as pgtype.Date.
+type dateCodec struct{ pgtype.DateCodec }
+
+// DecodeValue implements pgtype.Codec.
+func (c dateCodec) DecodeValue(m *pgtype.Map, oid uint32, format int16, src []byte) (any, error) {
+	v, err := c.DateCodec.DecodeValue(m, oid, format, src)
+	if mod, ok := v.(pgtype.InfinityModifier); ok {
+		return pgtype.Date{InfinityModifier: mod, Valid: true}, err
+	}
+	return v, err
+}
+
+// timestampCodec decodes an infinite timestamp as pgtype.Timestamp.
+type timestampCodec struct{ *pgtype.TimestampCodec }
+
+// DecodeValue implements pgtype.Codec.
+func (c timestampCodec) DecodeValue(m *pgtype.Map, oid uint32, format int16, src []byte) (any, error) {
+	v, err := c.TimestampCodec.DecodeValue(m, oid, format, src)
+	if mod, ok := v.(pgtype.InfinityModifier); ok {
+		return pgtype.Timestamp{InfinityModifier: mod, Valid: true}, err
+	}
+	return v, err
+}
+
+// timestamptzCodec decodes an infinite timestamptz as pgtype.Timestamptz.
+type timestamptzCodec struct{ *pgtype.TimestamptzCodec }
+
+// DecodeValue implements pgtype.Codec.
+func (c timestamptzCodec) DecodeValue(m *pgtype.Map, oid uint32, format int16, src []byte) (any, error) {
+	v, err := c.TimestamptzCodec.DecodeValue(m, oid, format, src)
+	if mod, ok := v.(pgtype.InfinityModifier); ok {
+		return pgtype.Timestamptz{InfinityModifier: mod, Valid: true}, err
+	}
+	return v, err
+}

@@ -1,0 +1,146 @@
+// Package state keeps the runner's durable state in the `etl` schema of the state database:
+// etl_state (one row per pipeline: the fencing epoch, the checkpoints, the current run's
+// counters) and etl_runs (one row per run).
+package state
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// migrationLockKey serializes migrations of runners starting at the same time. Any constant
+// works as long as nothing else in the database uses it; this one spells "sluice" in ASCII.
+const migrationLockKey int64 = 0x736c75696365
+
+// migrations are applied in order, each once. Append only: never edit an applied one.
+var migrations = []string{
+	// 1: the pipeline state and the run log.
+	`CREATE TABLE etl.etl_state (
+		namespace              text        NOT NULL,
+		name                   text        NOT NULL,
+		-- epoch fences zombies: +1 per claim; checkpoint writes require the claimer's epoch.
+		epoch                  bigint      NOT NULL,
+		run_id                 text        NOT NULL,
+		generation             bigint      NOT NULL,
+		claimed_at             timestamptz NOT NULL,
+		-- counters of run_id's committed batches, carried over by a replacement pod.
+		rows_read              bigint      NOT NULL DEFAULT 0,
+		rows_written           bigint      NOT NULL DEFAULT 0,
+		batches                bigint      NOT NULL DEFAULT 0,
+		-- the incremental position, kept across runs.
+		incremental_columns    text[],
+		incremental_checkpoint text[],
+		incremental_at         timestamptz,
+		-- the position of an unfinished full run, valid only for that run (or its resume).
+		full_run_id            text,
+		full_generation        bigint,
+		full_columns           text[],
+		full_checkpoint        text[],
+		full_at                timestamptz,
+		PRIMARY KEY (namespace, name)
+	)`,
+	`CREATE TABLE etl.etl_runs (
+		namespace    text        NOT NULL,
+		name         text        NOT NULL,
+		run_id       text        NOT NULL,
+		epoch        bigint      NOT NULL,
+		mode         text        NOT NULL,
+		generation   bigint      NOT NULL,
+		started_at   timestamptz NOT NULL,
+		finished_at  timestamptz,
+		rows_read    bigint      NOT NULL DEFAULT 0,
+		rows_written bigint      NOT NULL DEFAULT 0,
+		batches      bigint      NOT NULL DEFAULT 0,
+		outcome      text        NOT NULL,
+		error_class  text,
+		error        text,
+		PRIMARY KEY (namespace, name, run_id)
+	)`,
+	// 2: the conditional checkpoint write. It raises instead of updating nothing, so that the
+	// batch sent with it in one transaction rolls back: SLF01 when the epoch is stale (another
+	// runner claimed the pipeline), SLF02 when the checkpoint is not the one the batch was
+	// read after (an earlier batch of a pipeline failed). A NULL p_expected skips that check.
+	`CREATE FUNCTION etl.advance(
+		p_namespace text, p_name text, p_epoch bigint, p_full boolean, p_run_id text, p_generation bigint,
+		p_columns text[], p_checkpoint text[], p_rows_read bigint, p_rows_written bigint, p_batches bigint,
+		p_expected text[])
+	RETURNS void LANGUAGE plpgsql AS $$
+	DECLARE
+		v_current text[];
+	BEGIN
+		SELECT CASE WHEN p_full THEN full_checkpoint ELSE incremental_checkpoint END INTO v_current
+		FROM etl.etl_state WHERE namespace = p_namespace AND name = p_name AND epoch = p_epoch
+		FOR UPDATE;
+		IF NOT FOUND THEN
+			RAISE EXCEPTION 'pipeline %/% is no longer claimed with epoch %', p_namespace, p_name, p_epoch
+				USING ERRCODE = 'SLF01';
+		END IF;
+		IF p_expected IS NOT NULL AND v_current IS DISTINCT FROM p_expected THEN
+			RAISE EXCEPTION 'pipeline %/%: checkpoint is %, the batch was read after %', p_namespace, p_name,
+				v_current, p_expected USING ERRCODE = 'SLF02';
+		END IF;
+		IF p_checkpoint IS NULL THEN
+			UPDATE etl.etl_state SET rows_read = rows_read + p_rows_read,
+				rows_written = rows_written + p_rows_written, batches = batches + p_batches
+			WHERE namespace = p_namespace AND name = p_name;
+		ELSIF p_full THEN
+			UPDATE etl.etl_state SET rows_read = rows_read + p_rows_read,
+				rows_written = rows_written + p_rows_written, batches = batches + p_batches,
+				full_run_id = p_run_id, full_generation = p_generation, full_columns = p_columns,
+				full_checkpoint = p_checkpoint, full_at = now()
+			WHERE namespace = p_namespace AND name = p_name;
+		ELSE
+			UPDATE etl.etl_state SET rows_read = rows_read + p_rows_read,
+				rows_written = rows_written + p_rows_written, batches = batches + p_batches,
+				incremental_columns = p_columns, incremental_checkpoint = p_checkpoint, incremental_at = now()
+			WHERE namespace = p_namespace AND name = p_name;
+		END IF;
+	END
+	$$`,
+}
+
+// Migrate creates or upgrades the `etl` schema. It is idempotent and safe to run from many
+// runners at once: the whole upgrade runs in one transaction under an advisory lock, so a
+// second runner waits and then finds nothing left to do.
+func Migrate(ctx context.Context, conn *pgx.Conn) error {
+	tx, err := conn.Begin(ctx)
+	if err != nil {
+		return fmt.Errorf("migrate etl schema: %w", err)
+	}
+	defer func() { _ = tx.Rollback(ctx) }()
+	if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock($1)", migrationLockKey); err != nil {
+		return fmt.Errorf("migrate etl schema: lock: %w", err)
+	}
+	for _, stmt := range []string{
+		"CREATE SCHEMA IF NOT EXISTS etl",
+		`CREATE TABLE IF NOT EXISTS etl.schema_migrations (
+			version    integer     PRIMARY KEY,
+			applied_at timestamptz NOT NULL DEFAULT now()
+		)`,
+	} {
+		if _, err := tx.Exec(ctx, stmt); err != nil {
+			return fmt.Errorf("migrate etl schema: %w", err)
+		}
+	}
+	var current int
+	if err := tx.QueryRow(ctx, "SELECT coalesce(max(version), 0) FROM etl.schema_migrations").Scan(&current); err != nil {
+		return fmt.Errorf("migrate etl schema: read version: %w", err)
+	}
+	if current > len(migrations) {
+		return fmt.Errorf("migrate etl schema: database is at version %d, this runner knows %d: use a newer runner", current, len(migrations))
+	}
+	for v := current + 1; v <= len(migrations); v++ {
+		if _, err := tx.Exec(ctx, migrations[v-1]); err != nil {
+			return fmt.Errorf("migrate etl schema to version %d: %w", v, err)
+		}
+		if _, err := tx.Exec(ctx, "INSERT INTO etl.schema_migrations (version) VALUES ($1)", v); err != nil {
+			return fmt.Errorf("migrate etl schema to version %d: %w", v, err)
+		}
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return fmt.Errorf("migrate etl schema: commit: %w", err)
+	}
+	return nil
+}

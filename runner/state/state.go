@@ -1,0 +1,371 @@
+package state
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	etlv1 "github.com/sluice-dev/sluice/api/v1alpha1"
+	"github.com/sluice-dev/sluice/runner/failure"
+)
+
+// Pipeline names the pipeline whose state a Store keeps.
+type Pipeline struct {
+	Namespace string
+	Name      string
+}
+
+// String returns namespace/name.
+func (p Pipeline) String() string { return p.Namespace + "/" + p.Name }
+
+// Store reads and writes one pipeline's rows in the `etl` schema.
+type Store struct {
+	conn *pgx.Conn
+	p    Pipeline
+}
+
+// New returns the Store of a pipeline on a connection to the state database.
+func New(conn *pgx.Conn, p Pipeline) *Store { return &Store{conn: conn, p: p} }
+
+// Outcomes of a run in etl_runs.
+const (
+	OutcomeRunning   = "running"
+	OutcomeSucceeded = "succeeded"
+	OutcomePaused    = "paused"
+	OutcomeFailed    = "failed"
+	// OutcomeCancelled marks a run the manager cancelled (the pipeline's run changed under it).
+	OutcomeCancelled = "cancelled"
+	// OutcomeAbandoned marks a run that never finished because a later run replaced it.
+	OutcomeAbandoned = "abandoned"
+)
+
+// Lock takes the pipeline's session-level advisory lock, polling until wait has passed. Only
+// one live runner of a pipeline holds it, so two runners started at once cannot both proceed:
+// the second gets failure.ErrFenced without having written anything. The server releases the
+// lock when the holder's session ends, so a pod that replaces a crashed one gets it at once.
+//
+// ownPIDs are the backends of this runner's earlier sessions: after a network failure the
+// server may not yet have noticed that one of them is dead, and it still holds the lock. Lock
+// terminates such a backend instead of waiting for it, so a reconnect is not fenced by its own
+// past.
+func (s *Store) Lock(ctx context.Context, wait time.Duration, ownPIDs []uint32) error {
+	key := "sluice/pipeline/" + s.p.String()
+	deadline := time.Now().Add(wait)
+	for {
+		var ok bool
+		if err := s.conn.QueryRow(ctx, "SELECT pg_try_advisory_lock(hashtextextended($1, 0))", key).Scan(&ok); err != nil {
+			return fmt.Errorf("lock pipeline %s: %w", s.p, err)
+		}
+		if ok {
+			return nil
+		}
+		if len(ownPIDs) > 0 {
+			var terminated bool
+			err := s.conn.QueryRow(ctx, `
+				SELECT coalesce(bool_or(pg_terminate_backend(l.pid)), false) FROM pg_locks l
+				WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
+				  AND ((l.classid::bigint << 32) | l.objid::bigint) = hashtextextended($1, 0)
+				  AND l.pid = ANY ($2::int4[])`, key, ownPIDs).Scan(&terminated)
+			if err != nil {
+				return fmt.Errorf("lock pipeline %s: release own stale session: %w", s.p, err)
+			}
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("lock pipeline %s: another runner holds it after %s: %w", s.p, wait, failure.ErrFenced)
+		}
+		t := time.NewTimer(200 * time.Millisecond)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return fmt.Errorf("lock pipeline %s: %w", s.p, ctx.Err())
+		case <-t.C:
+		}
+	}
+}
+
+// Run describes the run a runner claims.
+type Run struct {
+	ID         string
+	Generation int64
+	Mode       etlv1.Mode
+}
+
+// Position is a committed reader position: the order columns it was taken on and the values
+// of the last committed reader row in Postgres' text format.
+type Position struct {
+	Columns []string
+	Values  []string
+}
+
+// FullPosition is the position of an unfinished full run.
+type FullPosition struct {
+	Position
+	RunID      string
+	Generation int64
+}
+
+// Claim is the state a runner found when it claimed its pipeline.
+type Claim struct {
+	// Epoch is this runner's fencing token.
+	Epoch int64
+	// SameRun is true when the previous claim was of the same run: this runner replaces a
+	// crashed pod, and the counters continue.
+	SameRun                        bool
+	RowsRead, RowsWritten, Batches int64
+	Incremental                    *Position
+	Full                           *FullPosition
+}
+
+// Claim increments the pipeline's epoch, which fences every earlier runner, and records the
+// run in etl_runs. Counters carry over only when the previous claim was of the same run.
+func (s *Store) Claim(ctx context.Context, run Run) (Claim, error) {
+	var c Claim
+	tx, err := s.conn.Begin(ctx)
+	if err != nil {
+		return c, fmt.Errorf("claim pipeline %s: %w", s.p, err)
+	}
+	defer func() { _ = tx.Rollback(ctx) }()
+
+	var prevRun *string
+	err = tx.QueryRow(ctx, `SELECT run_id FROM etl.etl_state WHERE namespace = $1 AND name = $2 FOR UPDATE`,
+		s.p.Namespace, s.p.Name).Scan(&prevRun)
+	if err != nil && !errors.Is(err, pgx.ErrNoRows) {
+		return c, fmt.Errorf("claim pipeline %s: %w", s.p, err)
+	}
+	c.SameRun = prevRun != nil && *prevRun == run.ID
+
+	var incCols, incVals, fullCols, fullVals []string
+	var fullRun *string
+	var fullGen *int64
+	err = tx.QueryRow(ctx, `
+		INSERT INTO etl.etl_state AS s (namespace, name, epoch, run_id, generation, claimed_at)
+		VALUES ($1, $2, 1, $3, $4, now())
+		ON CONFLICT (namespace, name) DO UPDATE SET
+			epoch        = s.epoch + 1,
+			run_id       = EXCLUDED.run_id,
+			generation   = EXCLUDED.generation,
+			claimed_at   = EXCLUDED.claimed_at,
+			rows_read    = CASE WHEN s.run_id = EXCLUDED.run_id THEN s.rows_read ELSE 0 END,
+			rows_written = CASE WHEN s.run_id = EXCLUDED.run_id THEN s.rows_written ELSE 0 END,
+			batches      = CASE WHEN s.run_id = EXCLUDED.run_id THEN s.batches ELSE 0 END
+		RETURNING epoch, rows_read, rows_written, batches,
+			incremental_columns, incremental_checkpoint,
+			full_run_id, full_generation, full_columns, full_checkpoint`,
+		s.p.Namespace, s.p.Name, run.ID, run.Generation,
+	).Scan(&c.Epoch, &c.RowsRead, &c.RowsWritten, &c.Batches,
+		&incCols, &incVals, &fullRun, &fullGen, &fullCols, &fullVals)
+	if err != nil {
+		return c, fmt.Errorf("claim pipeline %s: %w", s.p, err)
+	}
+	fill(&c, incCols, incVals, fullRun, fullGen, fullCols, fullVals)
+
+	if _, err := tx.Exec(ctx, `
+		UPDATE etl.etl_runs SET outcome = $4, finished_at = now()
+		WHERE namespace = $1 AND name = $2 AND run_id <> $3 AND outcome = $5`,
+		s.p.Namespace, s.p.Name, run.ID, OutcomeAbandoned, OutcomeRunning); err != nil {
+		return c, fmt.Errorf("claim pipeline %s: close abandoned runs: %w", s.p, err)
+	}
+	if _, err := tx.Exec(ctx, `
+		INSERT INTO etl.etl_runs (namespace, name, run_id, epoch, mode, generation, started_at, outcome,
+			rows_read, rows_written, batches)
+		VALUES ($1, $2, $3, $4, $5, $6, now(), $7, $8, $9, $10)
+		ON CONFLICT (namespace, name, run_id) DO UPDATE SET
+			epoch = EXCLUDED.epoch, outcome = EXCLUDED.outcome,
+			finished_at = NULL, error_class = NULL, error = NULL`,
+		s.p.Namespace, s.p.Name, run.ID, c.Epoch, string(run.Mode), run.Generation, OutcomeRunning,
+		c.RowsRead, c.RowsWritten, c.Batches); err != nil {
+		return c, fmt.Errorf("claim pipeline %s: record run: %w", s.p, err)
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return c, fmt.Errorf("claim pipeline %s: commit: %w", s.p, err)
+	}
+	return c, nil
+}
+
+// Load re-reads the pipeline's state after a reconnect and checks that epoch is still the
+// pipeline's: a runner must not write again after another one claimed the pipeline.
+func (s *Store) Load(ctx context.Context, epoch int64) (Claim, error) {
+	c := Claim{SameRun: true}
+	var incCols, incVals, fullCols, fullVals []string
+	var fullRun *string
+	var fullGen *int64
+	err := s.conn.QueryRow(ctx, `
+		SELECT epoch, rows_read, rows_written, batches,
+			incremental_columns, incremental_checkpoint,
+			full_run_id, full_generation, full_columns, full_checkpoint
+		FROM etl.etl_state WHERE namespace = $1 AND name = $2`, s.p.Namespace, s.p.Name,
+	).Scan(&c.Epoch, &c.RowsRead, &c.RowsWritten, &c.Batches,
+		&incCols, &incVals, &fullRun, &fullGen, &fullCols, &fullVals)
+	if err != nil {
+		return c, fmt.Errorf("load state of pipeline %s: %w", s.p, err)
+	}
+	if c.Epoch != epoch {
+		return c, fmt.Errorf("pipeline %s: epoch is %d, this runner claimed %d: %w", s.p, c.Epoch, epoch, failure.ErrFenced)
+	}
+	fill(&c, incCols, incVals, fullRun, fullGen, fullCols, fullVals)
+	return c, nil
+}
+
+func fill(c *Claim, incCols, incVals []string, fullRun *string, fullGen *int64, fullCols, fullVals []string) {
+	if incVals != nil {
+		c.Incremental = &Position{Columns: incCols, Values: incVals}
+	}
+	if fullVals != nil && fullRun != nil && fullGen != nil {
+		c.Full = &FullPosition{Position: Position{Columns: fullCols, Values: fullVals}, RunID: *fullRun, Generation: *fullGen}
+	}
+}
+
+// Advance is the effect of a committed batch on the pipeline's state.
+type Advance struct {
+	Mode       etlv1.Mode
+	RunID      string
+	Generation int64
+	// Position is the new checkpoint; nil leaves the checkpoint as it is (counters only).
+	Position *Position
+	// Increments of the run's counters.
+	RowsRead, RowsWritten, Batches int64
+}
+
+// advanceSQL calls etl.advance, which raises failure.FencedSQLState when epoch is stale and
+// failure.CheckpointMovedSQLState when the checkpoint is not the expected one.
+const advanceSQL = "SELECT etl.advance($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
+
+// Statement is a statement with its parameters in text format, for a sink that sends it in the
+// batch's own transaction (sink.TxSink).
+type Statement struct {
+	SQL    string
+	Params [][]byte
+}
+
+// AdvanceStatement returns the checkpoint write of a as a statement that fails, with
+// failure.FencedSQLState, unless epoch is still the pipeline's, and, when expected is not nil,
+// with failure.CheckpointMovedSQLState unless the checkpoint is still expected.
+func (s *Store) AdvanceStatement(epoch int64, a Advance, expected []string) Statement {
+	text := func(v string) []byte { return []byte(v) }
+	params := [][]byte{
+		text(s.p.Namespace), text(s.p.Name), text(strconv.FormatInt(epoch, 10)),
+		text(strconv.FormatBool(a.Mode == etlv1.ModeFull)), text(a.RunID), text(strconv.FormatInt(a.Generation, 10)),
+		nil, nil,
+		text(strconv.FormatInt(a.RowsRead, 10)), text(strconv.FormatInt(a.RowsWritten, 10)), text(strconv.FormatInt(a.Batches, 10)),
+		nil,
+	}
+	if expected != nil {
+		params[11] = text(arrayLiteral(expected))
+	}
+	if a.Position != nil {
+		params[6] = text(arrayLiteral(a.Position.Columns))
+		params[7] = text(arrayLiteral(a.Position.Values))
+	}
+	return Statement{SQL: advanceSQL, Params: params}
+}
+
+// arrayLiteral renders a text[] in Postgres' array input syntax, every element quoted.
+func arrayLiteral(values []string) string {
+	var b strings.Builder
+	b.WriteByte('{')
+	for i, v := range values {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteByte('"')
+		for _, r := range v {
+			if r == '"' || r == '\\' {
+				b.WriteByte('\\')
+			}
+			b.WriteRune(r)
+		}
+		b.WriteByte('"')
+	}
+	b.WriteByte('}')
+	return b.String()
+}
+
+// Advance records a committed batch on its own: the new checkpoint and the counters'
+// increments. It writes only while epoch is the pipeline's, else returns failure.ErrFenced.
+func (s *Store) Advance(ctx context.Context, epoch int64, a Advance) error {
+	st := s.AdvanceStatement(epoch, a, nil)
+	res := s.conn.PgConn().ExecParams(ctx, st.SQL, st.Params, nil, nil, nil).Read()
+	if res.Err != nil {
+		if failure.IsFenced(res.Err) {
+			return fmt.Errorf("commit checkpoint of pipeline %s: epoch %d is no longer current: %w", s.p, epoch, failure.ErrFenced)
+		}
+		return fmt.Errorf("commit checkpoint of pipeline %s: %w", s.p, res.Err)
+	}
+	return nil
+}
+
+// Sync copies the run's committed counters into its etl_runs row, so that a run that dies
+// without a report still shows how far it got.
+func (s *Store) Sync(ctx context.Context, epoch int64, runID string) error {
+	_, err := s.conn.Exec(ctx, `
+		UPDATE etl.etl_runs r SET rows_read = s.rows_read, rows_written = s.rows_written, batches = s.batches
+		FROM etl.etl_state s
+		WHERE r.namespace = $1 AND r.name = $2 AND r.run_id = $3
+		  AND s.namespace = r.namespace AND s.name = r.name AND s.run_id = r.run_id AND s.epoch = $4`,
+		s.p.Namespace, s.p.Name, runID, epoch)
+	if err != nil {
+		return fmt.Errorf("record progress of run %s of pipeline %s: %w", runID, s.p, err)
+	}
+	return nil
+}
+
+// End is how a run ended.
+type End struct {
+	Outcome    string
+	ErrorClass etlv1.ErrorClass
+	Error      string
+	// ResetFull clears the full-mode checkpoint: a completed full run leaves nothing to resume.
+	ResetFull bool
+}
+
+// Finish closes the run's etl_runs row with its outcome and final counters. It writes only
+// while epoch is current: a fenced runner leaves the row to the runner that fenced it.
+func (s *Store) Finish(ctx context.Context, epoch int64, runID string, end End) error {
+	tx, err := s.conn.Begin(ctx)
+	if err != nil {
+		return fmt.Errorf("finish run %s of pipeline %s: %w", runID, s.p, err)
+	}
+	defer func() { _ = tx.Rollback(ctx) }()
+	if end.ResetFull {
+		tag, err := tx.Exec(ctx, `
+			UPDATE etl.etl_state SET full_run_id = NULL, full_generation = NULL, full_columns = NULL,
+				full_checkpoint = NULL, full_at = NULL
+			WHERE namespace = $1 AND name = $2 AND epoch = $3`, s.p.Namespace, s.p.Name, epoch)
+		if err != nil {
+			return fmt.Errorf("finish run %s of pipeline %s: reset full checkpoint: %w", runID, s.p, err)
+		}
+		if tag.RowsAffected() == 0 {
+			return fmt.Errorf("finish run %s of pipeline %s: %w", runID, s.p, failure.ErrFenced)
+		}
+	}
+	var class, msg *string
+	if end.ErrorClass != "" {
+		c := string(end.ErrorClass)
+		class = &c
+	}
+	if end.Error != "" {
+		msg = &end.Error
+	}
+	tag, err := tx.Exec(ctx, `
+		UPDATE etl.etl_runs r SET finished_at = now(), outcome = $5, error_class = $6, error = $7,
+			rows_read = s.rows_read, rows_written = s.rows_written, batches = s.batches
+		FROM etl.etl_state s
+		WHERE r.namespace = $1 AND r.name = $2 AND r.run_id = $3
+		  AND s.namespace = r.namespace AND s.name = r.name AND s.run_id = r.run_id AND s.epoch = $4`,
+		s.p.Namespace, s.p.Name, runID, epoch, end.Outcome, class, msg)
+	if err != nil {
+		return fmt.Errorf("finish run %s of pipeline %s: %w", runID, s.p, err)
+	}
+	if tag.RowsAffected() == 0 {
+		return fmt.Errorf("finish run %s of pipeline %s: epoch %d is no longer current: %w", runID, s.p, epoch, failure.ErrFenced)
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return fmt.Errorf("finish run %s of pipeline %s: commit: %w", runID, s.p, err)
+	}
+	return nil
+}

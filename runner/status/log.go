@@ -1,0 +1,52 @@
+package status
+
+import (
+	"context"
+	"log/slog"
+
+	etlv1 "github.com/sluice-dev/sluice/api/v1alpha1"
+)
+
+// Log is the reporter of a run without Kubernetes (tests, benchmarks, a run by hand): it
+// claims unconditionally, never pauses, and logs progress and the end.
+type Log struct {
+	log     *slog.Logger
+	trigger etlv1.RunTrigger
+}
+
+var _ Reporter = (*Log)(nil)
+
+// NewLog returns a log-only reporter. trigger stands in for status.run.trigger (a Resume run of
+// a Full pipeline continues its checkpoint).
+func NewLog(log *slog.Logger, trigger etlv1.RunTrigger) *Log {
+	return &Log{log: log, trigger: trigger}
+}
+
+// Claim implements Reporter.
+func (l *Log) Claim(context.Context) (Claim, error) {
+	l.log.Info("run claimed (no status reporting)", "trigger", l.trigger)
+	return Claim{Trigger: l.trigger}, nil
+}
+
+// Check implements Reporter: nothing can ask a run without a status to pause.
+func (l *Log) Check(context.Context) (Signal, error) { return Continue, nil }
+
+// Progress implements Reporter.
+func (l *Log) Progress(_ context.Context, p Progress) error {
+	l.log.Info("progress", "rowsRead", p.RowsRead, "rowsWritten", p.RowsWritten, "batches", p.Batches,
+		"checkpoint", p.Checkpoint)
+	return nil
+}
+
+// Finish implements Reporter.
+func (l *Log) Finish(_ context.Context, e End) error {
+	attrs := []any{"phase", e.Phase, "rowsRead", e.RowsRead, "rowsWritten", e.RowsWritten, "batches", e.Batches,
+		"checkpoint", e.Checkpoint}
+	if e.Phase == etlv1.PhaseFailed {
+		attrs = append(attrs, "errorClass", e.ErrorClass, "message", e.Message)
+		l.log.Error("run ended", attrs...)
+		return nil
+	}
+	l.log.Info("run ended", attrs...)
+	return nil
+}

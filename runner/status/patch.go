@@ -1,0 +1,110 @@
+package status
+
+import (
+	"fmt"
+	"slices"
+	"unicode/utf8"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	etlv1 "github.com/sluice-dev/sluice/api/v1alpha1"
+)
+
+// maxMessage bounds run.message (the API allows 4096 bytes): the cause of a failure fits,
+// a megabyte of SQL does not.
+const maxMessage = 2048
+
+// claimAction is what a runner does with the status it read when claiming.
+type claimAction int
+
+const (
+	// claimTransition: RunRequested with our run id; write Running.
+	claimTransition claimAction = iota
+	// claimAgain: Running or PauseRequested with our run id (a replacement pod); no write.
+	claimAgain
+	// claimRefused: not our run, or not an active phase; exit without writing.
+	claimRefused
+)
+
+// decideClaim is the claim rule, pure so it is table-tested.
+func decideClaim(st *etlv1.ETLPipelineStatus, runID string) (claimAction, string) {
+	if st.Run == nil || st.Run.ID == "" {
+		return claimRefused, fmt.Sprintf("the pipeline has no requested run (phase %q), this runner is for run %q", st.Phase, runID)
+	}
+	if st.Run.ID != runID {
+		return claimRefused, fmt.Sprintf("the pipeline's current run is %q, this runner is for run %q", st.Run.ID, runID)
+	}
+	switch st.Phase {
+	case etlv1.PhaseRunRequested:
+		return claimTransition, ""
+	case etlv1.PhaseRunning, etlv1.PhasePauseRequested:
+		return claimAgain, ""
+	}
+	return claimRefused, fmt.Sprintf("run %q is in phase %q, which no runner may claim", runID, st.Phase)
+}
+
+// signalOf reads what the pipeline asks of run runID.
+func signalOf(st *etlv1.ETLPipelineStatus, runID string) Signal {
+	if st.Run == nil || st.Run.ID != runID {
+		return Stop
+	}
+	switch st.Phase {
+	case etlv1.PhaseRunning:
+		return Continue
+	case etlv1.PhasePauseRequested:
+		return Pause
+	}
+	return Stop
+}
+
+// applyClaim moves a claimed run to Running. The manager set the run's id, job, trigger,
+// generation and start time; a claim clears what an earlier end of the same run id left.
+func applyClaim(st *etlv1.ETLPipelineStatus) {
+	st.Phase = etlv1.PhaseRunning
+	st.Run.CompletionTime = nil
+	st.Run.ErrorClass = ""
+	st.Run.Message = ""
+}
+
+// applyProgress writes counters and the checkpoint. It reports whether anything changed, so
+// an idle tick costs no write.
+func applyProgress(st *etlv1.ETLPipelineStatus, p Progress) bool {
+	changed := false
+	r := st.Run
+	if r.RowsRead != p.RowsRead || r.RowsWritten != p.RowsWritten || r.Batches != p.Batches {
+		r.RowsRead, r.RowsWritten, r.Batches = p.RowsRead, p.RowsWritten, p.Batches
+		changed = true
+	}
+	if p.Checkpoint != nil && (st.Checkpoint == nil || !slices.Equal(st.Checkpoint.Values, p.Checkpoint)) {
+		t := metav1.NewTime(p.CheckpointTime)
+		st.Checkpoint = &etlv1.CheckpointStatus{Values: slices.Clone(p.Checkpoint), Time: &t}
+		changed = true
+	}
+	return changed
+}
+
+// applyEnd writes the run's end: the phase, the completion time, the final counters and, for a
+// failure, its class and message.
+func applyEnd(st *etlv1.ETLPipelineStatus, e End) {
+	applyProgress(st, e.Progress)
+	if e.ClearCheckpoint {
+		st.Checkpoint = nil
+	}
+	st.Phase = e.Phase
+	t := metav1.NewTime(e.Time)
+	st.Run.CompletionTime = &t
+	st.Run.ErrorClass = e.ErrorClass
+	st.Run.Message = truncate(e.Message, maxMessage)
+}
+
+// truncate cuts s to at most n bytes on a rune boundary.
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	cut := n - len("…")
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + "…"
+}
