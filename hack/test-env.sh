@@ -6,7 +6,7 @@
 #   SLUICE_TEST_ES_URL  a real Elasticsearch 8 node on a loopback port
 #
 #   hack/test-env.sh up     # prints the path of the env file to source
-#   hack/test-env.sh down   # stops Postgres and Elasticsearch
+#   hack/test-env.sh down   # stops the local cluster (if up), Postgres and Elasticsearch
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -32,6 +32,8 @@ ENV
 }
 
 down() {
+  # The local cluster of make demo, when it runs, goes first: its pods use the databases.
+  "$here/cluster.sh" down || true
   "$here/elasticsearch.sh" stop || true
   "$here/postgres.sh" stop || true
   rm -f "$ENV_FILE"
