@@ -240,6 +240,9 @@ func BuildRunnerJob(in RunnerJobParams) (*batchv1.Job, error) {
 				Optional:   ptr.To(true),
 			}}})
 			mounts = append(mounts, corev1.VolumeMount{Name: vol, MountPath: path.Dir(configv1.ElasticsearchCAPath(es.Name)), ReadOnly: true})
+			// The path is also passed by name, so a runner that sees the mount elsewhere (the
+			// local node agent rewrites mount paths) still finds the bundle.
+			env = append(env, corev1.EnvVar{Name: configv1.ElasticsearchCAFileEnv(es.Name), Value: configv1.ElasticsearchCAPath(es.Name)})
 		}
 	}
 

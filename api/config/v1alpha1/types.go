@@ -251,6 +251,10 @@ func ElasticsearchEnv(name, key string) string {
 	return envConn("ES", name, k)
 }
 
+// ElasticsearchCAFileEnv is the variable naming the file of an Elasticsearch connection's CA
+// bundle. A runner reads it before falling back to ElasticsearchCAPath.
+func ElasticsearchCAFileEnv(name string) string { return envConn("ES", name, "CA_FILE") }
+
 // ElasticsearchCAPath is where an Elasticsearch connection's CA bundle is mounted in a runner.
 func ElasticsearchCAPath(name string) string { return "/etc/sluice/es/" + name + "/" + ESCACertKey }
 
