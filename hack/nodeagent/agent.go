@@ -391,6 +391,12 @@ func (a *agent) prepare(ctx context.Context, pod *corev1.Pod, files podFiles) ([
 		return nil, nil, "", nil, err
 	}
 	for _, n := range env.names {
+		// Only what the container declared names container paths; the agent's own values
+		// (KUBECONFIG, HOME, TMPDIR, ...) are host paths already and must stay as they are,
+		// even when the work directory lies under a mount path such as /tmp.
+		if v, ok := base.lookup(n); ok && v == env.values[n] {
+			continue
+		}
 		env.values[n] = paths.path(env.values[n])
 	}
 	argv := containerArgs(c, env.lookup, paths)

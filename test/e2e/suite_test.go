@@ -56,7 +56,11 @@ var _ = BeforeSuite(func() {
 	root := testenv.RepoRoot()
 
 	var err error
-	runDir, err = os.MkdirTemp("", "sluice-e2e-")
+	// Not under /tmp: the node agent rewrites any env value below a pod's mount paths, its own
+	// KUBECONFIG and HOME included, and runner pods mount an emptyDir at /tmp.
+	parent := filepath.Join(cacheDir(), "e2e")
+	Expect(os.MkdirAll(parent, 0o700)).To(Succeed())
+	runDir, err = os.MkdirTemp(parent, "sluice-e2e-")
 	Expect(err).NotTo(HaveOccurred())
 	binary := filepath.Join(runDir, "sluice")
 	By("building the sluice binary the node agent runs")
@@ -79,6 +83,7 @@ var _ = BeforeSuite(func() {
 	start := time.Now()
 	kubeconfig = strings.TrimSpace(cluster("up"))
 	_, _ = fmt.Fprintf(GinkgoWriter, "cluster up in %s, kubeconfig %s\n", time.Since(start).Round(time.Millisecond), kubeconfig)
+	installOperator()
 	suiteReady = true
 })
 
@@ -101,6 +106,16 @@ var _ = AfterSuite(func() {
 	}
 	Expect(os.RemoveAll(runDir)).To(Succeed())
 })
+
+// cacheDir is the test bed's cache root, as hack/cluster.sh computes it.
+func cacheDir() string {
+	if d := os.Getenv("SLUICE_CACHE"); d != "" {
+		return d
+	}
+	d, err := os.UserCacheDir()
+	Expect(err).NotTo(HaveOccurred())
+	return filepath.Join(d, "sluice")
+}
 
 // cluster runs hack/cluster.sh with the suite's environment and returns its stdout.
 func cluster(verb string) string {

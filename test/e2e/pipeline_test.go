@@ -1,0 +1,417 @@
+package e2e
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+	batchv1 "k8s.io/api/batch/v1"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	etlv1 "github.com/sluice-dev/sluice/api/v1alpha1"
+	"github.com/sluice-dev/sluice/test/testenv"
+)
+
+const (
+	// runTimeout bounds one run of a few hundred thousand rows, a Job controller's pod
+	// replacement (its backoff starts at 10 s) included.
+	runTimeout = 120 * time.Second
+	poll       = 100 * time.Millisecond
+)
+
+// pipelineYAML is an incremental legacy-mode pipeline from public.<table> into
+// analytics.<table>, keyed by id and resumed after updated_at.
+func pipelineYAML(name, table string, batchSize int, extra string) string {
+	return fmt.Sprintf(`apiVersion: etl.sluice.dev/v1alpha1
+kind: ETLPipeline
+metadata:
+  name: %s
+spec:
+  mode: Incremental
+  source:
+    connection: %s
+    query: %s
+    cursor:
+      column: updated_at
+      keyColumns: [id]
+  target:
+    name: analytics.%s
+  batchSize: %d
+%s`, name, connection, strconv.Quote(sourceOf(table)), table, batchSize, extra)
+}
+
+// phaseRecorder keeps every phase `kubectl get --watch` reports for a pipeline, without
+// consecutive repeats: the transitions as the API server saw them.
+type phaseRecorder struct {
+	mu     sync.Mutex
+	phases []etlv1.Phase
+}
+
+func (r *phaseRecorder) seen() []etlv1.Phase {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.phases)
+}
+
+// recordPhases watches a pipeline with the real kubectl until the spec ends.
+func recordPhases(ns, name string) *phaseRecorder {
+	GinkgoHelper()
+	r := &phaseRecorder{}
+	ctx, cancel := context.WithCancel(context.Background())
+	cmd := exec.CommandContext(ctx, kubectlPath, "--kubeconfig", kubeconfig, "get", "etlpipeline", name, "-n", ns, // #nosec G204 -- the suite's own kubectl
+		"--watch", "-o", `jsonpath={.status.phase}{"\n"}`)
+	out, err := cmd.StdoutPipe()
+	Expect(err).NotTo(HaveOccurred())
+	Expect(cmd.Start()).To(Succeed())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			ph := etlv1.Phase(strings.TrimSpace(sc.Text()))
+			r.mu.Lock()
+			if ph != "" && (len(r.phases) == 0 || r.phases[len(r.phases)-1] != ph) {
+				r.phases = append(r.phases, ph)
+			}
+			r.mu.Unlock()
+		}
+	}()
+	DeferCleanup(func() {
+		cancel()
+		<-done
+		_ = cmd.Wait()
+	})
+	return r
+}
+
+// inOrder reports whether want occurs in seen in this order (not necessarily adjacent).
+func inOrder(seen []etlv1.Phase, want ...etlv1.Phase) bool {
+	i := 0
+	for _, p := range seen {
+		if i < len(want) && p == want[i] {
+			i++
+		}
+	}
+	return i == len(want)
+}
+
+// condition returns a condition of the pipeline, or nil.
+func condition(p *etlv1.ETLPipeline, t string) *metav1.Condition {
+	return meta.FindStatusCondition(p.Status.Conditions, t)
+}
+
+// expectCondition asserts a condition's status and reason, and that it is up to date.
+func expectCondition(p *etlv1.ETLPipeline, t string, status metav1.ConditionStatus, reason string) {
+	GinkgoHelper()
+	c := condition(p, t)
+	Expect(c).NotTo(BeNil(), "condition %s in %+v", t, p.Status.Conditions)
+	Expect(c.Status).To(Equal(status), "condition %s: %+v", t, c)
+	Expect(c.Reason).To(Equal(reason), "condition %s: %+v", t, c)
+	Expect(c.ObservedGeneration).To(Equal(p.Generation), "condition %s: %+v", t, c)
+}
+
+// expectAtRest asserts the status of a pipeline whose last run completed: Idle, Ready=True
+// Succeeded, the target allowed, neither Reconciling nor Stalled.
+func expectAtRest(p *etlv1.ETLPipeline) {
+	GinkgoHelper()
+	Expect(p.Status.Phase).To(Equal(etlv1.PhaseIdle))
+	Expect(p.Status.ObservedGeneration).To(Equal(p.Generation))
+	expectCondition(p, etlv1.ConditionReady, metav1.ConditionTrue, etlv1.ReasonSucceeded)
+	expectCondition(p, etlv1.ConditionTargetAllowed, metav1.ConditionTrue, etlv1.ReasonTargetAllowed)
+	Expect(condition(p, etlv1.ConditionReconciling)).To(BeNil())
+	Expect(condition(p, etlv1.ConditionStalled)).To(BeNil())
+	Expect(p.Status.Run).NotTo(BeNil())
+	Expect(p.Status.Run.CompletionTime).NotTo(BeNil())
+	Expect(p.Status.Run.ErrorClass).To(BeEmpty())
+}
+
+// waitIdleAndReady waits with the real kubectl for phase Idle, then for Ready.
+func waitIdleAndReady(ns, name string) *etlv1.ETLPipeline {
+	GinkgoHelper()
+	mustKubectl("wait", "-n", ns, "--for=jsonpath={.status.phase}=Idle", fmt.Sprintf("--timeout=%s", runTimeout), "etlpipeline/"+name)
+	mustKubectl("wait", "-n", ns, "--for=condition=Ready", "--timeout=30s", "etlpipeline/"+name)
+	var p *etlv1.ETLPipeline
+	// The manager derives the conditions from the runner's final phase in its next pass.
+	Eventually(func(g Gomega) {
+		var err error
+		p, err = getPipeline(ns, name)
+		g.Expect(err).NotTo(HaveOccurred())
+		g.Expect(condition(p, etlv1.ConditionReconciling)).To(BeNil())
+	}).WithTimeout(30 * time.Second).WithPolling(poll).Should(Succeed())
+	expectAtRest(p)
+	return p
+}
+
+// sqlLiteral quotes a string as an SQL literal (test data only).
+func sqlLiteral(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }
+
+// expectCheckpointAtSinkEnd asserts that the checkpoint (updated_at, id) is the last row of
+// the sink (updated_at grows with id in the suite's data), and that the sink holds exactly the
+// source rows up to it: whole batches, nothing lost, nothing ahead.
+func expectCheckpointAtSinkEnd(table string, cp *etlv1.CheckpointStatus) {
+	GinkgoHelper()
+	Expect(cp).NotTo(BeNil())
+	Expect(cp.Values).To(HaveLen(2), "checkpoint (updated_at, id)")
+	sink := pgx.Identifier{"analytics", table}.Sanitize()
+	at, err := queryInt(fmt.Sprintf(`SELECT count(*) FROM %s
+		WHERE updated_at = $1::timestamptz AND id = $2::bigint
+		  AND id = (SELECT max(id) FROM %[1]s) AND updated_at = (SELECT max(updated_at) FROM %[1]s)`, sink),
+		cp.Values[0], cp.Values[1])
+	Expect(err).NotTo(HaveOccurred())
+	Expect(at).To(BeEquivalentTo(1), "the checkpoint %v is the sink's last row", cp.Values)
+	upTo := sourceOf(table) + fmt.Sprintf(" WHERE (updated_at, id) <= (%s::timestamptz, %s::bigint)",
+		sqlLiteral(cp.Values[0]), sqlLiteral(cp.Values[1]))
+	d, err := compare(upTo, sink)
+	Expect(err).NotTo(HaveOccurred())
+	Expect(d).To(Equal(rowDiff{Source: d.Source, Sink: d.Source}), "sink vs source up to the checkpoint")
+}
+
+// runnerPods returns the pods of a runner Job.
+func runnerPods(job string) []corev1.Pod { return podsOf(operatorNamespace, job) }
+
+var _ = Describe("ETLPipelines on the local cluster", func() {
+	var ns string
+	BeforeEach(func() { ns = newNamespace() })
+
+	JustAfterEach(func() {
+		if !CurrentSpecReport().Failed() {
+			return
+		}
+		for _, args := range [][]string{
+			{"get", "etlpipelines", "-n", ns, "-o", "yaml"},
+			{"get", "jobs,pods", "-n", operatorNamespace, "-o", "wide"},
+			{"logs", "-n", operatorNamespace, "deployment/sluice-manager", "--tail=100"},
+		} {
+			out, err := kubectl(args...)
+			_, _ = fmt.Fprintf(GinkgoWriter, "--- kubectl %s\n%s%v\n", strings.Join(args, " "), out, err)
+		}
+	})
+
+	It("runs the legacy sample into analytics.orders: Idle, Ready, the sink equal to the source query", func() {
+		// The sample runs every quarter hour too; keep a tick out of the spec.
+		if left := time.Until(time.Now().Truncate(15 * time.Minute).Add(15 * time.Minute)); left < 45*time.Second {
+			By(fmt.Sprintf("waiting %s for the sample's quarter-hour tick to pass", left.Round(time.Second)))
+			time.Sleep(left + 2*time.Second)
+		}
+		createOrders("orders", 100000)
+		sample := filepath.Join(testenv.RepoRoot(), "config", "samples", "legacy_to_postgres.yaml")
+		mustKubectl("apply", "-n", ns, "-f", sample)
+		phases := recordPhases(ns, "orders-to-analytics")
+
+		p := waitIdleAndReady(ns, "orders-to-analytics")
+		Expect(p.Status.Run.Trigger).To(Equal(etlv1.TriggerCreated))
+		Expect(p.Status.Run.RowsRead).To(BeEquivalentTo(100000))
+		Expect(p.Status.Run.RowsWritten).To(BeEquivalentTo(100000))
+		Expect(p.Status.Run.Batches).To(BeEquivalentTo(20), "batchSize 5000")
+		Expect(p.Status.NextScheduledRun).NotTo(BeNil())
+		expectSame("orders")
+		expectCheckpointAtSinkEnd("orders", p.Status.Checkpoint)
+		Eventually(phases.seen).WithTimeout(10 * time.Second).Should(
+			Satisfy(func(s []etlv1.Phase) bool { return inOrder(s, etlv1.PhaseRunning, etlv1.PhaseIdle) }))
+		Expect(phases.seen()).NotTo(ContainElement(etlv1.PhaseFailed))
+
+		mustKubectl("wait", "-n", operatorNamespace, "--for=condition=Complete", "--timeout=30s", "job/"+p.Status.Run.JobName)
+		Expect(mustKubectl("get", "etlp", "-n", ns, "orders-to-analytics", "--no-headers")).To(
+			MatchRegexp(`^orders-to-analytics\s+Idle\s+Running\s+Incremental\s+analytics\.orders\s+100000\s`))
+	})
+
+	It("pauses between batches, keeps the checkpoint equal to the sink, and resumes from it", func() {
+		const rows = 600000
+		createOrders("orders_paused", rows)
+		apply(ns, pipelineYAML("paused", "orders_paused", 1000, ""))
+		phases := recordPhases(ns, "paused")
+		Eventually(func(g Gomega) {
+			p, err := getPipeline(ns, "paused")
+			g.Expect(err).NotTo(HaveOccurred())
+			g.Expect(p.Status.Phase).To(Equal(etlv1.PhaseRunning))
+			g.Expect(p.Status.Run.RowsWritten).To(BeNumerically(">", 0))
+		}).WithTimeout(60 * time.Second).WithPolling(poll).Should(Succeed())
+
+		By("kubectl patch desiredState Paused mid-run")
+		mustKubectl("patch", "etlp", "paused", "-n", ns, "--type", "merge", "-p", `{"spec":{"desiredState":"Paused"}}`)
+		Eventually(phaseOf(ns, "paused")).WithTimeout(60 * time.Second).WithPolling(poll).Should(Equal(etlv1.PhasePaused))
+		Eventually(phases.seen).WithTimeout(10*time.Second).Should(Satisfy(func(s []etlv1.Phase) bool {
+			return inOrder(s, etlv1.PhaseRunning, etlv1.PhasePauseRequested, etlv1.PhasePaused)
+		}), "the manager asks, the runner stops")
+		mustKubectl("wait", "-n", ns, "--for=condition=Ready", "--timeout=30s", "etlpipeline/paused")
+
+		paused, err := getPipeline(ns, "paused")
+		Expect(err).NotTo(HaveOccurred())
+		expectCondition(paused, etlv1.ConditionReady, metav1.ConditionTrue, etlv1.ReasonPaused)
+		Expect(paused.Status.Run.CompletionTime).NotTo(BeNil())
+		mustKubectl("wait", "-n", operatorNamespace, "--for=condition=Complete", "--timeout=60s", "job/"+paused.Status.Run.JobName)
+
+		sinkRows, err := queryInt("SELECT count(*) FROM analytics.orders_paused")
+		Expect(err).NotTo(HaveOccurred())
+		_, _ = fmt.Fprintf(GinkgoWriter, "paused after %d of %d rows\n", sinkRows, rows)
+		Expect(sinkRows).To(BeNumerically("<", rows), "paused before the end")
+		Expect(sinkRows%1000).To(BeZero(), "whole batches only")
+		Expect(paused.Status.Run.RowsWritten).To(Equal(sinkRows))
+		expectCheckpointAtSinkEnd("orders_paused", paused.Status.Checkpoint)
+		Consistently(func() (int64, error) { return queryInt("SELECT count(*) FROM analytics.orders_paused") }).
+			WithTimeout(2*time.Second).WithPolling(200*time.Millisecond).Should(Equal(sinkRows), "nothing moves while paused")
+
+		By("kubectl patch desiredState Running")
+		mustKubectl("patch", "etlp", "paused", "-n", ns, "--type", "merge", "-p", `{"spec":{"desiredState":"Running"}}`)
+		p := waitIdleAndReady(ns, "paused")
+		Expect(p.Status.Run.ID).NotTo(Equal(paused.Status.Run.ID))
+		Expect(p.Status.Run.Trigger).To(Equal(etlv1.TriggerResume))
+		Expect(p.Status.Run.RowsRead).To(Equal(rows-sinkRows), "the resumed run reads only what follows the checkpoint")
+		expectSame("orders_paused")
+		expectCheckpointAtSinkEnd("orders_paused", p.Status.Checkpoint)
+	})
+
+	It("carries a run on in a replacement pod after its runner process is killed, and the sink is exact", func() {
+		const rows = 600000
+		createOrders("orders_crashed", rows)
+		apply(ns, pipelineYAML("crashed", "orders_crashed", 1000, ""))
+		var before *etlv1.ETLPipeline
+		Eventually(func(g Gomega) {
+			var err error
+			before, err = getPipeline(ns, "crashed")
+			g.Expect(err).NotTo(HaveOccurred())
+			g.Expect(before.Status.Phase).To(Equal(etlv1.PhaseRunning))
+			g.Expect(before.Status.Run.RowsWritten).To(BeNumerically(">", 0))
+		}).WithTimeout(60 * time.Second).WithPolling(poll).Should(Succeed())
+		job := before.Status.Run.JobName
+
+		By("SIGKILL of the runner's process group, found through the node agent's pid file")
+		pods := runnerPods(job)
+		Expect(pods).To(HaveLen(1))
+		pod := pods[0]
+		Expect(pod.Status.Phase).To(Equal(corev1.PodRunning))
+		dir := filepath.Join(runDir, "cluster", "nodeagent", "pods", pod.Namespace+"_"+pod.Name+"_"+string(pod.UID))
+		raw, err := os.ReadFile(filepath.Join(dir, "pid")) // #nosec G304 -- the suite's own node agent directory
+		Expect(err).NotTo(HaveOccurred())
+		pid, err := strconv.Atoi(strings.TrimSpace(string(raw)))
+		Expect(err).NotTo(HaveOccurred())
+		environ, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", pid))
+		Expect(err).NotTo(HaveOccurred())
+		Expect(strings.Split(string(environ), "\x00")).To(ContainElement("SLUICE_TERMINATION_LOG="+filepath.Join(dir, "termination-log")),
+			"pid %d plays pod %s", pid, pod.Name)
+		Expect(syscall.Kill(-pid, syscall.SIGKILL)).To(Succeed())
+		_, _ = fmt.Fprintf(GinkgoWriter, "killed pid %d after at least %d of %d rows\n", pid, before.Status.Run.RowsWritten, rows)
+
+		Eventually(podPhase(operatorNamespace, pod.Name)).WithTimeout(30 * time.Second).Should(Equal(corev1.PodFailed))
+		killed, err := getPod(operatorNamespace, pod.Name)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(terminated(killed)).NotTo(BeNil())
+		Expect(terminated(killed).ExitCode).To(BeEquivalentTo(137))
+
+		p := waitIdleAndReady(ns, "crashed")
+		Expect(p.Status.Run.ID).To(Equal(before.Status.Run.ID), "the replacement pod carried the same run on")
+		Expect(p.Status.Run.RowsWritten).To(BeEquivalentTo(rows))
+		expectSame("orders_crashed")
+		expectCheckpointAtSinkEnd("orders_crashed", p.Status.Checkpoint)
+
+		var j batchv1.Job
+		Expect(getJSON(&j, "job", job, "-n", operatorNamespace)).To(Succeed())
+		Expect(j.Status.Failed).To(BeEquivalentTo(1))
+		Expect(j.Status.Succeeded).To(BeEquivalentTo(1))
+		Expect(j.Status.Conditions).To(ContainElement(HaveField("Type", batchv1.JobComplete)))
+		Expect(runnerPods(job)).To(HaveLen(2), "the killed pod and its replacement")
+	})
+
+	It("fails a pipeline whose target is not whitelisted, with no Job, and refuses invalid specs at apply", func() {
+		apply(ns, strings.Replace(pipelineYAML("forbidden", "orders", 1000, ""), "analytics.orders", "analytics.forbidden", 1))
+		mustKubectl("wait", "-n", ns, "--for=condition=Stalled", "--timeout=30s", "etlpipeline/forbidden")
+		Eventually(phaseOf(ns, "forbidden")).WithTimeout(30 * time.Second).WithPolling(poll).Should(Equal(etlv1.PhaseFailed))
+		p, err := getPipeline(ns, "forbidden")
+		Expect(err).NotTo(HaveOccurred())
+		expectCondition(p, etlv1.ConditionReady, metav1.ConditionFalse, etlv1.ReasonTargetNotAllowed)
+		expectCondition(p, etlv1.ConditionStalled, metav1.ConditionTrue, etlv1.ReasonTargetNotAllowed)
+		expectCondition(p, etlv1.ConditionTargetAllowed, metav1.ConditionFalse, etlv1.ReasonTargetNotAllowed)
+		Expect(condition(p, etlv1.ConditionReady).Message).To(ContainSubstring("analytics.forbidden"))
+		Expect(p.Status.Run).To(BeNil())
+		Consistently(func() (string, error) {
+			return kubectl("get", "jobs", "-n", operatorNamespace, "-l", etlv1.LabelPipelineNamespace+"="+ns, "-o", "name")
+		}).WithTimeout(3*time.Second).WithPolling(500*time.Millisecond).Should(BeEmpty(), "no runner Job")
+
+		valid := pipelineYAML("invalid", "orders", 1000, "")
+		for _, tc := range []struct{ manifest, field string }{
+			{strings.Replace(valid, "batchSize: 1000", "batchSize: 0", 1), "spec.batchSize"},
+			{strings.Replace(valid, "name: analytics.orders", "name: public.orders", 1), "spec.target.name"},
+			{strings.Replace(valid, "      column: updated_at\n", "", 1), "spec.source.cursor.column"},
+			{valid + "  desiredState: Stopped\n", "spec.desiredState"},
+			{valid + "  schedule: every five minutes\n", "spec.schedule"},
+		} {
+			_, err := kubectlIn(tc.manifest, "apply", "-n", ns, "-f", "-")
+			Expect(err).To(MatchError(ContainSubstring(tc.field)), "manifest:\n%s", tc.manifest)
+		}
+		_, err = kubectl("get", "etlpipeline", "invalid", "-n", ns)
+		Expect(err).To(MatchError(ContainSubstring("NotFound")))
+	})
+
+	It("moves inserted and updated rows on a run request, then on its schedule", func() {
+		createOrders("orders_followed", 2000)
+		apply(ns, pipelineYAML("followed", "orders_followed", 500, ""))
+		first := waitIdleAndReady(ns, "followed")
+		Expect(first.Status.Run.RowsRead).To(BeEquivalentTo(2000))
+		expectSame("orders_followed")
+
+		change := func(from, to int) {
+			execSQL(fmt.Sprintf(`UPDATE public.orders_followed SET status = 'refunded', updated_at = clock_timestamp()
+				WHERE id %% 100 = 0 AND id <= %d;
+				INSERT INTO public.orders_followed
+				SELECT i, 1, 'new', i, clock_timestamp() FROM generate_series(%d, %d) AS i`, from, from, to))
+		}
+		By("kubectl annotate run-requested-at after 20 updates and 100 inserts")
+		change(2001, 2100)
+		stamp := time.Now().UTC().Format(time.RFC3339Nano)
+		mustKubectl("annotate", "--overwrite", "etlp", "followed", "-n", ns, etlv1.AnnotationRunRequestedAt+"="+stamp)
+		Eventually(func(g Gomega) {
+			p, err := getPipeline(ns, "followed")
+			g.Expect(err).NotTo(HaveOccurred())
+			g.Expect(p.Status.LastHandledRunRequest).To(Equal(stamp))
+			g.Expect(p.Status.Run.Trigger).To(Equal(etlv1.TriggerAnnotation))
+			g.Expect(p.Status.Phase).To(Equal(etlv1.PhaseIdle))
+		}).WithTimeout(runTimeout).WithPolling(poll).Should(Succeed())
+		p := waitIdleAndReady(ns, "followed")
+		Expect(p.Status.Run.RowsRead).To(BeEquivalentTo(120), "only the changed rows")
+		expectSame("orders_followed")
+
+		By(`schedule "@every 5s"`)
+		mustKubectl("patch", "etlp", "followed", "-n", ns, "--type", "merge", "-p", `{"spec":{"schedule":"@every 5s"}}`)
+		Eventually(func(g Gomega) {
+			p, err := getPipeline(ns, "followed")
+			g.Expect(err).NotTo(HaveOccurred())
+			g.Expect(p.Status.ObservedGeneration).To(Equal(p.Generation))
+			g.Expect(p.Status.Run.Generation).To(Equal(p.Generation))
+			g.Expect(p.Status.Phase).To(Equal(etlv1.PhaseIdle))
+			g.Expect(p.Status.NextScheduledRun).NotTo(BeNil())
+		}).WithTimeout(runTimeout).WithPolling(poll).Should(Succeed())
+		change(2101, 2150)
+		Eventually(func(g Gomega) {
+			p, err := getPipeline(ns, "followed")
+			g.Expect(err).NotTo(HaveOccurred())
+			g.Expect(p.Status.Run.Trigger).To(Equal(etlv1.TriggerSchedule))
+			g.Expect(p.Status.Phase).To(Equal(etlv1.PhaseIdle))
+			d, err := compare(sourceOf("orders_followed"), "analytics.orders_followed")
+			g.Expect(err).NotTo(HaveOccurred())
+			g.Expect(d).To(Equal(rowDiff{Source: 2150, Sink: 2150}))
+		}).WithTimeout(60 * time.Second).WithPolling(500 * time.Millisecond).Should(Succeed())
+	})
+
+	It("accepts config/default and the samples in a server-side dry run", func() {
+		root := testenv.RepoRoot()
+		out := mustKubectl("apply", "-k", filepath.Join(root, "config", "default"), "--dry-run=server")
+		Expect(out).To(ContainSubstring("customresourcedefinition.apiextensions.k8s.io/etlpipelines.etl.sluice.dev"))
+		Expect(out).To(ContainSubstring("deployment.apps/sluice-manager"))
+		out = mustKubectl("apply", "-k", filepath.Join(root, "config", "samples"), "-n", ns, "--dry-run=server")
+		Expect(strings.Count(out, "etlpipeline.etl.sluice.dev/")).To(Equal(4))
+	})
+})
