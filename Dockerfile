@@ -1,5 +1,8 @@
 # One image for both subcommands: `sluice manager` and `sluice runner`.
-# The runner executes Python transforms with the image's python3.
+# The runner executes Python tasks with the image's python3 (Debian's 3.11, standard library
+# only), found in PATH; `sluice runner --python` names another interpreter. The image runs as
+# an unprivileged user, which is what keeps the Python worker, running as the same user, out
+# of the runner's /proc files (runner/transform/python).
 FROM golang:1.26 AS build
 WORKDIR /src
 COPY go.mod go.sum ./

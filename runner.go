@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
+	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/clientcmd"
@@ -44,6 +45,8 @@ func runRunner(args []string) int {
 	checkpointAtEnd := fs.Bool("checkpoint-at-end", false, "benchmarks only: commit the checkpoint at the end of the run, not per batch")
 	sequential := fs.Bool("sequential", false, "benchmarks only: neither read the next page nor send the next batch before the current one is written")
 	decode := fs.Bool("decode", false, "benchmarks only: decode every value even when it could travel undecoded to the sink")
+	python := fs.String("python", "python3", "interpreter of python tasks: a path, or a name looked up in PATH")
+	pythonMemory := fs.String("python-memory-limit", "1Gi", "address space limit of the python worker (a quantity: 512Mi, 2Gi), or none")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	if err := fs.Parse(args); err != nil {
 		return 2
@@ -53,6 +56,15 @@ func runRunner(args []string) int {
 	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
 		fmt.Fprintf(os.Stderr, "sluice runner: --log-level: %v\n", err)
 		return 2
+	}
+	memoryLimit := int64(-1)
+	if *pythonMemory != "none" {
+		q, err := resource.ParseQuantity(*pythonMemory)
+		if err != nil || q.Value() <= 0 {
+			fmt.Fprintf(os.Stderr, "sluice runner: --python-memory-limit %q: want a positive quantity (512Mi, 2Gi) or none\n", *pythonMemory)
+			return 2
+		}
+		memoryLimit = q.Value()
 	}
 	handler := slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: level})
 	log := slog.New(handler)
@@ -73,12 +85,14 @@ func runRunner(args []string) int {
 		Log:            log,
 		TerminationLog: *terminationLog,
 		Options: runner.Options{
-			CheckInterval:    *checkInterval,
-			ProgressInterval: *progressInterval,
-			LockWait:         *lockWait,
-			CheckpointAtEnd:  *checkpointAtEnd,
-			Sequential:       *sequential,
-			Decode:           *decode,
+			CheckInterval:     *checkInterval,
+			ProgressInterval:  *progressInterval,
+			LockWait:          *lockWait,
+			CheckpointAtEnd:   *checkpointAtEnd,
+			Sequential:        *sequential,
+			Decode:            *decode,
+			Python:            *python,
+			PythonMemoryLimit: memoryLimit,
 		},
 	}
 	p.Config, p.ConfigErr = configv1.Load(*configPath)

@@ -66,6 +66,12 @@ type Options struct {
 	// Decode always decodes values, even when they could travel undecoded to the sink
 	// (benchmarks, diagnosis).
 	Decode bool
+	// Python is the interpreter of python tasks: a path, or a name looked up in PATH
+	// ("python3").
+	Python string
+	// PythonMemoryLimit is the python worker's address space limit in bytes (1 GiB when 0;
+	// negative: none).
+	PythonMemoryLimit int64
 	// Sleep waits between retries (tests shorten it); nil sleeps.
 	Sleep func(ctx context.Context, d time.Duration) error
 }
@@ -199,7 +205,10 @@ func (e *executor) run(ctx context.Context) Result {
 	}
 	e.pl = pl
 	e.scrub = newScrubber(pl.dsns)
-	stages, err := transform.Build(&pl.spec)
+	stages, err := transform.Build(ctx, &pl.spec, transform.Options{
+		Python: e.opts.Python, PythonMemoryLimit: e.opts.PythonMemoryLimit,
+		Keys: pl.keys, SinkKey: pl.sinkKey, Log: e.log,
+	})
 	if err != nil {
 		return e.fail(ctx, nil, err)
 	}

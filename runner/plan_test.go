@@ -107,8 +107,8 @@ func TestMakePlan(t *testing.T) {
 			err: "not in the operator's whitelist"},
 		{name: "bad target name", spec: func(o specOpts) string { o.target = "public.items"; return specJSON(t, o) },
 			err: "want analytics.<table> or es:<index>"},
-		{name: "elasticsearch is not here yet", spec: func(o specOpts) string { o.target = "es:items"; return specJSON(t, o) },
-			err: "no Elasticsearch sink yet"},
+		{name: "elasticsearch index not whitelisted", spec: func(o specOpts) string { o.target = "es:items"; return specJSON(t, o) },
+			err: "target es:items is not in the operator's whitelist (allowedTargets.elasticsearchIndexes)"},
 		{name: "python tasks are refused by the transform builder, not the plan",
 			spec: func(o specOpts) string {
 				return strings.Replace(specJSON(t, o), `"batchSize"`, `"tasks":[{"name":"read","sql":"SELECT 1"},{"name":"py","python":"x"}],"batchSize"`, 1)

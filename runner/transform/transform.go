@@ -1,15 +1,17 @@
 // Package transform holds the stages between the reader and the sink. A stage maps a batch to
-// a batch; the executor runs the stages of a pipeline in order. Today there is the identity
-// stage; Python stages (tasks mode) plug in here as another Stage.
+// a batch; the executor runs the stages of a pipeline in order. Legacy mode has the identity
+// stage; tasks mode's python tasks run in one stage (package python).
 package transform
 
 import (
 	"context"
 	"fmt"
+	"log/slog"
 
 	etlv1 "github.com/sluice-dev/sluice/api/v1alpha1"
 	"github.com/sluice-dev/sluice/runner/batch"
 	"github.com/sluice-dev/sluice/runner/failure"
+	"github.com/sluice-dev/sluice/runner/transform/python"
 )
 
 // Stage maps a batch to a batch. It must be deterministic and free of side effects, because a
@@ -18,7 +20,8 @@ import (
 // An error from the user's code is a business error (failure.Business); a stage that loses
 // its worker process reports an infrastructure error (failure.Infra) and is rebuilt.
 type Stage interface {
-	// Name identifies the stage in errors (the task name).
+	// Name identifies the stage in errors ("identity", "python"; the python stage's errors
+	// name the task too).
 	Name() string
 	// Apply maps one batch. The input batch is not used again by the caller, so a stage may
 	// reuse its rows.
@@ -26,6 +29,9 @@ type Stage interface {
 	// Close releases the stage's resources (a worker process).
 	Close() error
 }
+
+// The python tasks' stage is a Stage.
+var _ Stage = (*python.Stage)(nil)
 
 // Identity passes batches through unchanged.
 type Identity struct{}
@@ -39,20 +45,54 @@ func (Identity) Apply(_ context.Context, in *batch.Batch) (*batch.Batch, error) 
 // Close does nothing.
 func (Identity) Close() error { return nil }
 
+// Options are what building the stages needs besides the spec.
+type Options struct {
+	// Python is the interpreter of python tasks, a path or a name looked up in PATH
+	// (python.DefaultPython).
+	Python string
+	// PythonMemoryLimit is the python worker's address space limit in bytes
+	// (python.DefaultMemoryLimit when 0; negative: none).
+	PythonMemoryLimit int64
+	// Keys are the reader's key columns, by which errors name a row; SinkKey are the columns
+	// every row reaching the sink must have.
+	Keys, SinkKey []string
+	// Log receives the python worker's start and output.
+	Log *slog.Logger
+}
+
 // Build returns the stages of a spec's task plan after its SQL reader. A plan without
-// transforms (legacy mode, or a single sql task) gets the identity stage.
-func Build(spec *etlv1.ETLPipelineSpec) ([]Stage, error) {
-	stages := []Stage{Identity{}}
+// transforms (legacy mode, or a single sql task) gets the identity stage. The python tasks
+// all run in one worker process, started here: a task that does not compile or whose
+// setup() fails is a business error before anything is read.
+func Build(ctx context.Context, spec *etlv1.ETLPipelineSpec, opts Options) ([]Stage, error) {
+	var tasks []python.Task
 	for i, t := range spec.Tasks {
 		if i == 0 {
 			continue // the SQL reader
 		}
-		if t.Python != "" {
-			return nil, failure.Business(fmt.Errorf("task %q: python transforms are not supported by this runner yet", t.Name))
+		if t.Python == "" {
+			return nil, failure.Business(fmt.Errorf("task %q: only the first task may be an sql task", t.Name))
 		}
-		return nil, failure.Business(fmt.Errorf("task %q: only the first task may be an sql task", t.Name))
+		tasks = append(tasks, python.Task{Name: t.Name, Code: t.Python})
 	}
-	return stages, nil
+	if len(tasks) == 0 {
+		return []Stage{Identity{}}, nil
+	}
+	popts := python.Options{
+		Python:      opts.Python,
+		MemoryLimit: opts.PythonMemoryLimit,
+		Keys:        opts.Keys,
+		SinkKey:     opts.SinkKey,
+		Log:         opts.Log,
+	}
+	if spec.TransformTimeout != nil {
+		popts.Timeout = spec.TransformTimeout.Duration
+	}
+	stage, err := python.Start(ctx, tasks, popts)
+	if err != nil {
+		return nil, err
+	}
+	return []Stage{stage}, nil
 }
 
 // Chain applies stages in order.

@@ -6,6 +6,8 @@
 // Run it with
 //
 //	SLUICE_TEST_PG_DSN=postgres://... go test -run '^$' -bench . -benchtime=1x -timeout 60m ./test/bench/
+//
+// (-bench Runner or -bench PythonIdentity for one of the two benchmarks).
 package bench
 
 import (
@@ -114,13 +116,17 @@ type runResult struct {
 
 func (e *env) runner(mode, query, runID string, extra ...string) runResult {
 	e.b.Helper()
-	spec := map[string]any{
+	return e.runSpec(map[string]any{
 		"mode": mode,
 		"source": map[string]any{"connection": "main", "query": query,
 			"cursor": map[string]any{"column": "updated_at", "keyColumns": []string{"id"}}},
 		"target":    map[string]any{"name": "analytics.items"},
 		"batchSize": batchSize,
-	}
+	}, runID, extra...)
+}
+
+func (e *env) runSpec(spec map[string]any, runID string, extra ...string) runResult {
+	e.b.Helper()
 	js, _ := json.Marshal(spec)
 	args := append([]string{"runner", "--config", e.cfg, "--no-status", "--termination-log", "", "--log-level", "warn"}, extra...)
 	cmd := exec.Command(e.bin, args...)
@@ -246,4 +252,46 @@ ORDER BY q."updated_at", q."id" LIMIT 5000`
 		b.Fatal(err)
 	}
 	b.Logf("keyset page plan:\n%s", strings.Join(plan, "\n"))
+}
+
+// BenchmarkPythonIdentity measures what a python task costs: the same full run of the 1M
+// rows with one identity task, against the run without a transform (whose batches travel
+// undecoded from the reader to the sink). Best of three of each, interleaved.
+func BenchmarkPythonIdentity(b *testing.B) {
+	e := setup(b)
+	python := "python3"
+	if _, err := os.Stat("/usr/bin/python3"); err == nil {
+		python = "/usr/bin/python3" // Debian's, as in the image
+	}
+	runs := 0
+	nextRun := func() string { runs++; return fmt.Sprintf("py-%d", runs) }
+	tasks := map[string]any{
+		"mode": "Full",
+		"source": map[string]any{"connection": "main",
+			"cursor": map[string]any{"column": "updated_at", "keyColumns": []string{"id"}}},
+		"tasks": []map[string]any{
+			{"name": "read", "sql": "SELECT * FROM src"},
+			{"name": "identity", "python": "def transform(row):\n    return row\n"},
+		},
+		"target":    map[string]any{"name": "analytics.items"},
+		"batchSize": batchSize,
+	}
+	var base, py []time.Duration
+	for range 3 {
+		e.fresh("items")
+		base = append(base, e.runner("Full", "SELECT * FROM src", nextRun()).wall)
+		e.fresh("items")
+		py = append(py, e.runSpec(tasks, nextRun(), "--python", python).wall)
+	}
+	var same int64
+	if err := e.conn.QueryRow(context.Background(), `SELECT count(*) FROM analytics.items i JOIN src s USING (id)
+		WHERE (i.updated_at, i.name, i.amount, i.qty, i.payload) = (s.updated_at, s.name, s.amount, s.qty, s.payload)`).Scan(&same); err != nil {
+		b.Fatal(err)
+	}
+	if same != bigRows {
+		b.Fatalf("the python run wrote %d rows equal to the source, want %d", same, bigRows)
+	}
+	b.Logf("no transform %v, identity python task %v", base, py)
+	rate := func(d time.Duration) float64 { return bigRows / d.Seconds() }
+	report("python_identity_1m", rate(slices.Min(py)), rate(slices.Min(base)), "rows/s")
 }

@@ -19,9 +19,9 @@ func (s *Sink) Send(ctx context.Context, b *batch.Batch, stmt sink.Statement) er
 		return fmt.Errorf("write to %s: sink used before Prepare", s.name())
 	}
 	e := &sent{}
-	s.queue = append(s.queue, e)
 	if b.Len() == 0 && stmt.SQL == "" {
 		e.ready = true
+		s.queue = append(s.queue, e)
 		return nil
 	}
 	var params [][]byte
@@ -45,6 +45,9 @@ func (s *Sink) Send(ctx context.Context, b *batch.Batch, stmt sink.Statement) er
 			return err
 		}
 	}
+	// Queued only now: a new shape closes the pipeline above, which collects every queued
+	// batch, and this one has not been sent yet.
+	s.queue = append(s.queue, e)
 	if s.pipe == nil {
 		s.pipe = s.conn.PgConn().StartPipeline(ctx)
 	}

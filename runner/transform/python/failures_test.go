@@ -1,0 +1,192 @@
+package python
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	etlv1 "github.com/sluice-dev/sluice/api/v1alpha1"
+	"github.com/sluice-dev/sluice/runner/failure"
+)
+
+// TestBatchFailuresNameTheTaskAndTheRow: every way a task can fail a batch is a business
+// error that names the task and the reader row, with the cause.
+func TestBatchFailuresNameTheTaskAndTheRow(t *testing.T) {
+	cases := []struct {
+		name  string
+		codes []string
+		opts  Options
+		want  []string
+	}{
+		{
+			name: "exception",
+			codes: []string{`
+def transform(row):
+    if row["id"] == 2:
+        raise ValueError("bad row")
+    return row
+`},
+			want: []string{`task "t1" raised an exception at reader row (id=2)`, `File "<task t1>", line 4, in transform`,
+				`raise ValueError("bad row")`, "ValueError: bad row"},
+		},
+		{
+			name: "exception after a fan-out names the reader row",
+			codes: []string{`
+def transform(row):
+    return [row, dict(row, id=row["id"] + 100)]
+`, `
+def transform(row):
+    return row if row["id"] != 102 else 1 / 0
+`},
+			want: []string{`task "t2" raised an exception at reader row (id=2)`, "ZeroDivisionError: division by zero"},
+		},
+		{
+			name:  "a return that is not a dict",
+			codes: []string{"def transform(row):\n    return 5\n"},
+			want:  []string{`task "t1" returned int for reader row (id=1): transform must return a dict, a list of dicts or None`},
+		},
+		{
+			name:  "a list holding something else",
+			codes: []string{"def transform(row):\n    return [row, 'x'] if row['id'] == 3 else row\n"},
+			want:  []string{`task "t1" returned a list whose item 1 is str, not a dict for reader row (id=3)`},
+		},
+		{
+			name:  "a row without the key column",
+			codes: []string{"def transform(row):\n    return {'name': row['name']}\n"},
+			opts:  Options{SinkKey: []string{"id"}},
+			want:  []string{`after the python tasks, the row from reader row (id=1) has no key column "id"`},
+		},
+		{
+			name:  "a row with a None key",
+			codes: []string{"def transform(row):\n    if row['id'] == 3:\n        row['id'] = None\n    return row\n"},
+			opts:  Options{SinkKey: []string{"id"}},
+			want:  []string{`the row from reader row (id=3) has no key column "id" (missing or None)`},
+		},
+		{
+			name:  "a value the sinks cannot write",
+			codes: []string{"def transform(row):\n    row['tags'] = {'a', 'b'}\n    return row\n"},
+			want:  []string{`for reader row (id=1), a row whose column "tags" holds a set`},
+		},
+		{
+			name:  "an object the sinks cannot write",
+			codes: []string{"def transform(row):\n    row['o'] = object() if row['id'] == 2 else 1\n    return row\n"},
+			want:  []string{`for reader row (id=2), a row whose column 'o' holds a value of type object`},
+		},
+		{
+			name:  "timeout",
+			codes: []string{"import time\ndef transform(row):\n    time.sleep(30)\n"},
+			opts:  Options{Timeout: time.Second},
+			want: []string{`the python tasks exceeded the transform timeout of 1s on a batch of 3 rows: task "t1" was at reader row (id=1)`,
+				"time.sleep(30)", "KeyboardInterrupt"},
+		},
+		{
+			name:  "a timeout that ignores the interrupt",
+			codes: []string{"import signal\ndef transform(row):\n    signal.signal(signal.SIGINT, signal.SIG_IGN)\n    while True: pass\n"},
+			opts:  Options{Timeout: time.Second},
+			want:  []string{`the python tasks exceeded the transform timeout of 1s on a batch of 3 rows`},
+		},
+		{
+			name:  "memory",
+			codes: []string{"def transform(row):\n    row['big'] = bytearray(512 << 20)\n    return row\n"},
+			opts:  Options{MemoryLimit: 256 << 20},
+			want:  []string{`task "t1" ran out of memory (limit 256 MiB) at reader row (id=1)`, "MemoryError"},
+		},
+		{
+			name:  "the worker exits",
+			codes: []string{"import os\ndef transform(row):\n    print('leaving now')\n    os._exit(3)\n"},
+			want:  []string{"the python worker ended during a batch", "exited with status 3", "leaving now"},
+		},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			s := start(t, c.opts, c.codes...)
+			begin := time.Now()
+			out, err := apply(t, s, idRows(3))
+			if err == nil {
+				t.Fatalf("Apply = %v, want an error", out.Rows)
+			}
+			for _, w := range c.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error does not contain %q:\n%v", w, err)
+				}
+			}
+			if failure.Classify(err) != etlv1.ErrorBusiness {
+				t.Errorf("error class %s, want Business", failure.Classify(err))
+			}
+			t.Logf("failed after %s: %v", time.Since(begin).Round(time.Millisecond), err)
+			if c.opts.Timeout > 0 && time.Since(begin) > c.opts.Timeout+interruptGrace+3*time.Second {
+				t.Errorf("the timeout took %s", time.Since(begin))
+			}
+			if len(err.Error()) > 3000 {
+				t.Errorf("the message has %d bytes, more than the status can take", len(err.Error()))
+			}
+		})
+	}
+}
+
+// TestStartFailures: code that cannot serve fails the stage's start as a business error,
+// before any batch.
+func TestStartFailures(t *testing.T) {
+	cases := []struct {
+		name string
+		code string
+		opts Options
+		want string
+	}{
+		{"syntax error", "def transform(row) return row", Options{}, "task \"t1\" does not compile: SyntaxError: expected ':' at line 1\n  File \"<task t1>\", line 1"},
+		{"no transform", "def transformer(row):\n    return row\n", Options{}, `task "t1": the code defines no transform(row) function`},
+		{"setup raises", "def setup():\n    1 / 0\ndef transform(row):\n    return row\n", Options{},
+			"task \"t1\": setup() raised an exception:\nTraceback"},
+		{"module code raises", "import not_a_module\ndef transform(row):\n    return row\n", Options{},
+			`task "t1" raised an exception when its code was loaded`},
+		{"setup too slow", "import time\ndef setup():\n    time.sleep(30)\ndef transform(row):\n    return row\n",
+			Options{Timeout: time.Second}, `did not start within the transform timeout of 1s: task "t1" was still loading or in setup()`},
+		{"no interpreter", "def transform(row):\n    return row\n", Options{Python: "/nonexistent/python3"},
+			`python interpreter "/nonexistent/python3" not found`},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			_, err := startErr(t, c.opts, c.code)
+			if err == nil || !strings.Contains(err.Error(), c.want) || failure.Classify(err) != etlv1.ErrorBusiness {
+				t.Fatalf("Start = %v, want a business error containing %q", err, c.want)
+			}
+		})
+	}
+}
+
+// TestWorkerKilledFromOutsideIsRetried: a worker killed by someone else (the kernel's OOM
+// killer) is an infrastructure error, and the next batch starts a new worker, which runs
+// setup() again.
+func TestWorkerKilledFromOutsideIsRetried(t *testing.T) {
+	s := start(t, Options{}, `
+import os
+starts = 0
+def setup():
+    global starts
+    starts += 1
+def transform(row):
+    row["pid"] = os.getpid()
+    row["starts"] = starts
+    return row
+`)
+	out, err := apply(t, s, idRows(1))
+	if err != nil {
+		t.Fatalf("first batch: %v", err)
+	}
+	first := out.Rows[0][2]
+	if err := s.w.cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	<-s.w.done
+	_, err = apply(t, s, idRows(1))
+	if err == nil || failure.Classify(err) != etlv1.ErrorInfra || !strings.Contains(err.Error(), "killed by signal killed") {
+		t.Fatalf("batch after the kill = %v, want an infrastructure error", err)
+	}
+	out, err = apply(t, s, idRows(1))
+	if err != nil {
+		t.Fatalf("batch after the infrastructure error: %v", err)
+	}
+	if out.Rows[0][2] == first || out.Rows[0][3] != int64(1) {
+		t.Fatalf("pid %v (first %v), setup runs %v: want a new worker that ran setup once", out.Rows[0][2], first, out.Rows[0][3])
+	}
+}
