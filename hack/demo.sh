@@ -58,6 +58,7 @@ psql "$SLUICE_TEST_PG_DSN" -c "SELECT count(*) AS rows FROM analytics.orders" \
   -c "SELECT * FROM analytics.orders ORDER BY id LIMIT 5"
 
 step "A few documents of the Elasticsearch index customers"
+curl -fsS -X POST "$SLUICE_TEST_ES_URL/customers/_refresh" >/dev/null  # the sink does not refresh per batch
 curl -fsS "$SLUICE_TEST_ES_URL/customers/_count?pretty" | grep '"count"'
 curl -fsS "$SLUICE_TEST_ES_URL/customers/_search?size=3&sort=id:asc&filter_path=hits.hits._id,hits.hits._source&pretty"
 
