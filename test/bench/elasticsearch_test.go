@@ -60,8 +60,16 @@ func BenchmarkElasticsearch(b *testing.B) {
 	es.serialize()
 	b.Cleanup(func() { es.request(http.MethodDelete, "/"+es.index, "") })
 
-	// Best of two of each, interleaved: the node's background work (merges of the previous
-	// run's segments) and the machine's load weigh on all alike.
+	// Best of two of each (SLUICE_BENCH_ES_ROUNDS), interleaved: the node's background work
+	// (merges of the previous run's segments) and the machine's load weigh on all alike.
+	rounds := 2
+	if v := os.Getenv("SLUICE_BENCH_ES_ROUNDS"); v != "" {
+		var err error
+		if rounds, err = strconv.Atoi(v); err != nil || rounds < 1 {
+			b.Fatalf("SLUICE_BENCH_ES_ROUNDS=%q: want a positive number", v)
+		}
+	}
+	actions := []etlv1.ElasticsearchAction{etlv1.ActionUpdate, etlv1.ActionIndex}
 	rate := func(d time.Duration) float64 { return float64(es.rows) / d.Seconds() }
 	best := map[string]time.Duration{}
 	record := func(name string, d time.Duration) {
@@ -69,8 +77,8 @@ func BenchmarkElasticsearch(b *testing.B) {
 			best[name] = d
 		}
 	}
-	for round := range 2 {
-		for _, action := range []etlv1.ElasticsearchAction{etlv1.ActionUpdate, etlv1.ActionIndex} {
+	for round := range rounds {
+		for _, action := range actions {
 			base := es.rawBulk(action)
 			sink := es.runSink(action, fmt.Sprintf("es-%s-%d", strings.ToLower(string(action)), round))
 			b.Logf("round %d %s: runner %s (%.0f docs/s, peak RSS %.1f MiB), raw _bulk %s (%.0f docs/s)",

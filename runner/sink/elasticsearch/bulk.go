@@ -146,6 +146,9 @@ func scanStatuses(body []byte, blk *esutil.BulkIndexerResponse) bool {
 		status int
 	}
 	shared := map[result]map[string]esutil.BulkIndexerResponseItem{}
+	if blk.Items == nil {
+		blk.Items = make([]map[string]esutil.BulkIndexerResponseItem, 0, bytes.Count(p, []byte("}}")))
+	}
 	blk.Items = blk.Items[:0]
 	for len(p) > 0 && p[0] != ']' {
 		if !bytes.HasPrefix(p, []byte(`{"`)) {
