@@ -115,9 +115,6 @@ func makePlan(cfg *configv1.OperatorConfig, specJSON, generation string, lookupE
 			bad("target %s is not in the operator's whitelist (allowedTargets.postgresTables)", spec.Target.Name)
 		}
 	case etlv1.SinkElasticsearch:
-		if _, ok := sinkOpeners[target.Kind]; !ok {
-			bad("target %s: this runner has no Elasticsearch sink yet", spec.Target.Name)
-		}
 		if !cfg.ElasticsearchIndexAllowed(target.Object) {
 			bad("target %s is not in the operator's whitelist (allowedTargets.elasticsearchIndexes)", spec.Target.Name)
 		}
