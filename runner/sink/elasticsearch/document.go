@@ -3,7 +3,6 @@ package elasticsearch
 import (
 	"errors"
 	"fmt"
-	"strconv"
 	"strings"
 
 	"github.com/jackc/pgx/v5/pgtype"
@@ -30,7 +29,7 @@ func (s *Sink) shapeFor(b *batch.Batch) (*shape, error) {
 	if b.Raw != nil {
 		formats = b.Raw.Formats
 	}
-	sig := signature(b.Columns, formats)
+	sig := batch.Signature(b.Columns, formats)
 	if sh, ok := s.shapes[sig]; ok {
 		return sh, nil
 	}
@@ -62,21 +61,6 @@ func (s *Sink) shapeFor(b *batch.Batch) (*shape, error) {
 	}
 	s.shapes[sig] = sh
 	return sh, nil
-}
-
-func signature(cols []batch.Column, formats []int16) string {
-	var b strings.Builder
-	for i, c := range cols {
-		b.WriteString(c.Name)
-		b.WriteByte(0)
-		b.WriteString(strconv.FormatUint(uint64(c.Type), 10))
-		if formats != nil {
-			b.WriteByte('/')
-			b.WriteString(strconv.Itoa(int(formats[i])))
-		}
-		b.WriteByte(0)
-	}
-	return b.String()
 }
 
 // encode renders the batch into s.items: the _id and bulk body of the last row of each _id,

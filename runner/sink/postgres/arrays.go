@@ -5,7 +5,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"strconv"
 	"strings"
 
 	"github.com/jackc/pgx/v5"
@@ -52,7 +51,7 @@ func (s *Sink) arrays(sh *shape, b *batch.Batch) ([][]byte, error) {
 // shapeFor returns the prepared upsert for a batch shape, preparing it on first use. formats
 // are the wire formats of a raw batch (nil for decoded values).
 func (s *Sink) shapeFor(ctx context.Context, cols []batch.Column, formats []int16) (*shape, error) {
-	sig := signature(cols, formats)
+	sig := batch.Signature(cols, formats)
 	if sh, ok := s.shapes[sig]; ok {
 		return sh, nil
 	}
@@ -286,19 +285,4 @@ func encodeText(m *pgtype.Map, oid uint32, v any, buf []byte) ([]byte, error) {
 		return nil, fmt.Errorf("no type to render %T as text", v)
 	}
 	return m.Encode(oid, pgtype.TextFormatCode, v, buf)
-}
-
-func signature(cols []batch.Column, formats []int16) string {
-	var b strings.Builder
-	for i, c := range cols {
-		b.WriteString(c.Name)
-		b.WriteByte(0)
-		b.WriteString(strconv.FormatUint(uint64(c.Type), 10))
-		if formats != nil {
-			b.WriteByte('/')
-			b.WriteString(strconv.Itoa(int(formats[i])))
-		}
-		b.WriteByte(0)
-	}
-	return b.String()
 }

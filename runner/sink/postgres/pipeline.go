@@ -31,7 +31,7 @@ func (s *Sink) Send(ctx context.Context, b *batch.Batch, stmt sink.Statement) er
 		if b.Raw != nil {
 			formats = b.Raw.Formats
 		}
-		if _, ok := s.shapes[signature(b.Columns, formats)]; !ok {
+		if _, ok := s.shapes[batch.Signature(b.Columns, formats)]; !ok {
 			// Preparing needs the connection out of pipeline mode.
 			if err := s.closePipeline(ctx); err != nil {
 				return err
