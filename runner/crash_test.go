@@ -35,30 +35,12 @@ func TestKilledRunnersLoseAndDuplicateNothing(t *testing.T) {
 			watch, watchDone := watchCheckpoint(ctx, t, main,
 				`SELECT incremental_checkpoint[1]::timestamptz, incremental_checkpoint[2]::bigint FROM etl.etl_state`)
 
-			seed := uint64(time.Now().UnixNano())
-			t.Logf("seed %d", seed)
-			rng := rand.New(rand.NewPCG(seed, 42))
-			kills, completions, total := 0, 0, rows
-			for kills < 20 {
-				p := startRunner(t, bin, env, "--config", cfg, "--no-status", "--termination-log", "", "--log-level", "warn")
-				// Anywhere in the first quarter of a whole run's duration: before the first
-				// batch, inside batches and between them.
-				delay := time.Duration(rng.Int64N(int64(d / 4)))
-				select {
-				case <-p.done:
-					if code := p.wait(t, time.Second); code != configv1.ExitOK {
-						t.Fatalf("runner exited %d; its log:\n%s", code, p.log)
-					}
-					// The run caught up before the kill: give the next one new rows.
-					completions++
-					insertRows(t, main, total+1, total+10000)
-					total += 10000
-				case <-time.After(delay):
-					_ = p.cmd.Process.Kill()
-					<-p.done
-					kills++
-				}
-			}
+			args := []string{"--config", cfg, "--no-status", "--termination-log", "", "--log-level", "warn"}
+			kills, total := 20, rows
+			// Anywhere in the first quarter of a whole run's duration: before the first batch,
+			// inside batches and between them.
+			completions := killRunsAtRandom(t, bin, env, args, killPlan{kills: kills, window: d / 4, stream: 42,
+				more: func() { insertRows(t, main, total+1, total+10000); total += 10000 }})
 			p := startRunner(t, bin, env, "--config", cfg, "--no-status", "--termination-log", "", "--log-level", "warn")
 			if code := p.wait(t, 2*time.Minute); code != configv1.ExitOK {
 				t.Fatalf("final runner exited %d; its log:\n%s", code, p.log)

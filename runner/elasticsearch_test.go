@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"math/big"
-	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
@@ -374,27 +373,11 @@ func TestKilledRunnersLeaveTheIndexEqualToTheSource(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	watch, watchDone := watchCheckpoint(ctx, t, main,
 		`SELECT incremental_checkpoint[1]::timestamptz, incremental_checkpoint[2]::bigint FROM etl.etl_state WHERE name = 'items'`)
-	seed := uint64(time.Now().UnixNano())
-	t.Logf("seed %d", seed)
-	rng := rand.New(rand.NewPCG(seed, 43))
-	kills, completions, total := 0, 0, rows
-	for kills < 10 {
-		p := startRunner(t, bin, env, "--config", cfg, "--no-status", "--termination-log", "", "--log-level", "warn")
-		delay := time.Duration(rng.Int64N(int64(d / 3)))
-		select {
-		case <-p.done:
-			if code := p.wait(t, time.Second); code != configv1.ExitOK {
-				t.Fatalf("runner exited %d; its log:\n%s", code, p.log)
-			}
-			completions++
-			insertRows(t, main, total+1, total+5000)
-			total += 5000
-		case <-time.After(delay):
-			_ = p.cmd.Process.Kill()
-			<-p.done
-			kills++
-		}
-	}
+	kills, total := 10, rows
+	completions := killRunsAtRandom(t, bin, env,
+		[]string{"--config", cfg, "--no-status", "--termination-log", "", "--log-level", "warn"},
+		killPlan{kills: kills, window: d / 3, stream: 43,
+			more: func() { insertRows(t, main, total+1, total+5000); total += 5000 }})
 	p = startRunner(t, bin, env, "--config", cfg, "--no-status", "--termination-log", "", "--log-level", "warn")
 	if code := p.wait(t, 2*time.Minute); code != configv1.ExitOK {
 		t.Fatalf("final runner exited %d; its log:\n%s", code, p.log)

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -172,4 +173,49 @@ func calibrate(t *testing.T, bin, cfg string, env map[string]string, main, dst *
 	dst.exec(t, `TRUNCATE analytics.items`)
 	main.exec(t, `TRUNCATE etl.etl_state, etl.etl_runs`)
 	return d
+}
+
+// killPlan says how killRunsAtRandom interrupts runners.
+type killPlan struct {
+	// kills is how many runners are killed.
+	kills int
+	// window bounds the random moment of each kill after its runner starts.
+	window time.Duration
+	// stream makes the test's random sequence its own (with the logged seed it replays a run).
+	stream uint64
+	// more adds source rows when a runner caught up before its kill, so the next one has work.
+	more func()
+	// onKill, when set, runs just before a kill; the function it returns runs just after.
+	onKill func(p *runnerProcess) (after func())
+}
+
+// killRunsAtRandom starts the runner again and again and SIGKILLs each one at a random moment
+// of the plan's window, until it has killed plan.kills of them. It returns how many runners
+// finished before their kill.
+func killRunsAtRandom(t *testing.T, bin string, env map[string]string, args []string, plan killPlan) (completions int) {
+	t.Helper()
+	seed := uint64(time.Now().UnixNano())
+	t.Logf("kill seed %d", seed)
+	rng := rand.New(rand.NewPCG(seed, plan.stream))
+	for kills := 0; kills < plan.kills; {
+		p := startRunner(t, bin, env, args...)
+		select {
+		case <-p.done:
+			if code := p.wait(t, time.Second); code != configv1.ExitOK {
+				t.Fatalf("runner exited %d; its log:\n%s", code, p.log)
+			}
+			completions++
+			plan.more()
+		case <-time.After(time.Duration(rng.Int64N(int64(plan.window)))):
+			after := func() {}
+			if plan.onKill != nil {
+				after = plan.onKill(p)
+			}
+			_ = p.cmd.Process.Kill()
+			<-p.done
+			after()
+			kills++
+		}
+	}
+	return completions
 }

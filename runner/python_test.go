@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"math/rand/v2"
 	"os"
 	"strconv"
 	"strings"
@@ -285,30 +284,15 @@ func TestKilledPythonRunsLoseAndDuplicateNothing(t *testing.T) {
 	main.exec(t, `TRUNCATE analytics.items`)
 	main.exec(t, `TRUNCATE etl.etl_state, etl.etl_runs`)
 
-	seed := uint64(time.Now().UnixNano())
-	t.Logf("uninterrupted run %s; seed %d", d, seed)
-	rng := rand.New(rand.NewPCG(seed, 6))
-	kills, orphans, completions, total := 0, 0, 0, rows
-	for kills < 8 {
-		p := startRunner(t, bin, env, args...)
-		select {
-		case <-p.done:
-			if code := p.wait(t, time.Second); code != configv1.ExitOK {
-				t.Fatalf("runner exited %d; its log:\n%s", code, p.log)
-			}
-			// Caught up before the kill: give the next runner new rows.
-			completions++
-			insertRows(t, main, total+1, total+5000)
-			total += 5000
-		case <-time.After(time.Duration(rng.Int64N(int64(d / 2)))):
+	t.Logf("uninterrupted run %s", d)
+	kills, orphans, total := 8, 0, rows
+	completions := killRunsAtRandom(t, bin, env, args, killPlan{kills: kills, window: d / 2, stream: 6,
+		more: func() { insertRows(t, main, total+1, total+5000); total += 5000 },
+		// The worker must die with its runner: note it before the kill, check after.
+		onKill: func(p *runnerProcess) func() {
 			workers := childPIDs(p.cmd.Process.Pid)
-			_ = p.cmd.Process.Kill()
-			<-p.done
-			kills++
-			waitGone(t, workers)
-			orphans += len(workers)
-		}
-	}
+			return func() { waitGone(t, workers); orphans += len(workers) }
+		}})
 	p = startRunner(t, bin, env, args...)
 	if code := p.wait(t, 2*time.Minute); code != configv1.ExitOK {
 		t.Fatalf("final runner exited %d; its log:\n%s", code, p.log)
