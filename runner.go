@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
+	eventsv1 "k8s.io/api/events/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
@@ -77,6 +78,7 @@ func runRunner(args []string) int {
 		Pipeline: state.Pipeline{
 			Namespace: os.Getenv(configv1.EnvPipelineNamespace),
 			Name:      os.Getenv(configv1.EnvPipelineName),
+			UID:       os.Getenv(configv1.EnvPipelineUID),
 		},
 		RunID:          os.Getenv(configv1.EnvRunID),
 		Generation:     os.Getenv(configv1.EnvGeneration),
@@ -136,6 +138,9 @@ func kubeClient(kubeconfig string) (client.Client, error) {
 	scheme := runtime.NewScheme()
 	if err := etlv1.AddToScheme(scheme); err != nil {
 		return nil, fmt.Errorf("register ETLPipeline types: %w", err)
+	}
+	if err := eventsv1.AddToScheme(scheme); err != nil {
+		return nil, fmt.Errorf("register Event types: %w", err)
 	}
 	c, err := client.New(cfg, client.Options{Scheme: scheme})
 	if err != nil {

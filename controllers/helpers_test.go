@@ -6,6 +6,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/yaml"
 
 	configv1 "github.com/sluice-dev/sluice/api/config/v1alpha1"
@@ -74,7 +75,7 @@ func tasksSpec() etlv1.ETLPipelineSpec {
 
 func newPipeline(namespace, name string, spec etlv1.ETLPipelineSpec) *etlv1.ETLPipeline {
 	return &etlv1.ETLPipeline{
-		ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: name, Generation: 1},
+		ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: name, Generation: 1, UID: types.UID("uid-" + namespace + "-" + name)},
 		Spec:       spec,
 	}
 }

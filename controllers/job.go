@@ -173,6 +173,7 @@ func BuildRunnerJob(in RunnerJobParams) (*batchv1.Job, error) {
 	env := []corev1.EnvVar{
 		{Name: configv1.EnvPipelineNamespace, Value: p.Namespace},
 		{Name: configv1.EnvPipelineName, Value: p.Name},
+		{Name: configv1.EnvPipelineUID, Value: string(p.UID)},
 		{Name: configv1.EnvRunID, Value: run.ID},
 		{Name: configv1.EnvGeneration, Value: strconv.FormatInt(run.Generation, 10)},
 		{Name: configv1.EnvSpec, Value: string(specJSON)},

@@ -183,7 +183,7 @@ func TestBuildRunnerJob(t *testing.T) {
 		env := envMap(c)
 		for name, want := range map[string]string{
 			configv1.EnvPipelineNamespace: p.Namespace, configv1.EnvPipelineName: p.Name,
-			configv1.EnvRunID: run.ID, configv1.EnvGeneration: "7",
+			configv1.EnvRunID: run.ID, configv1.EnvGeneration: "7", configv1.EnvPipelineUID: string(p.UID),
 		} {
 			if env[name].Value != want {
 				t.Errorf("env %s = %q, want %q", name, env[name].Value, want)
@@ -218,8 +218,8 @@ func TestBuildRunnerJob(t *testing.T) {
 			if r := secretRef(t, env, configv1.PostgresDSNEnv("state")); r.Name != "state-dsn" || r.Key != "url" {
 				t.Errorf("state DSN from %s/%s", r.Name, r.Key)
 			}
-			if len(env) != 7 {
-				t.Errorf("env has %d variables, want 5 run variables and 2 DSNs: %v", len(env), env)
+			if len(env) != 8 {
+				t.Errorf("env has %d variables, want 6 run variables and 2 DSNs: %v", len(env), env)
 			}
 			s := decodeSpec(t, job)
 			if s.Target.Connection != "warehouse" || !equality.Semantic.DeepEqual(s.Target.Key, []string{"id"}) || s.Target.Action != "" {
@@ -237,8 +237,8 @@ func TestBuildRunnerJob(t *testing.T) {
 		}, func(t *testing.T, job *batchv1.Job) {
 			env := envMap(job.Spec.Template.Spec.Containers[0])
 			secretRef(t, env, configv1.PostgresDSNEnv("mart"))
-			if len(env) != 8 {
-				t.Errorf("env has %d variables, want 8", len(env))
+			if len(env) != 9 {
+				t.Errorf("env has %d variables, want 9", len(env))
 			}
 			if s := decodeSpec(t, job); !equality.Semantic.DeepEqual(s.Target.Key, []string{"order_id"}) {
 				t.Errorf("target.key = %v", s.Target.Key)

@@ -122,7 +122,7 @@ func decodeNumbers(t *testing.T, js []byte) any {
 func indexMatchesSource(t *testing.T, src *testDB, ix *esIndex) {
 	t.Helper()
 	rows, err := src.conn.Query(context.Background(), `SELECT id::text, json_build_object(
-			'id', id, 'updated_at', to_char(updated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"'),
+			'id', id, 'updated_at', to_char(updated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
 			'name', name, 'amount', amount, 'doc', doc)::text
 		FROM src`)
 	if err != nil {
@@ -182,6 +182,15 @@ func sameJSON(a, b any) bool {
 		}
 		return true
 	}
+	if as, ok := a.(string); ok {
+		// Timestamps compare as instants: the sink writes no fraction for whole seconds.
+		bs, _ := b.(string)
+		ta, erra := time.Parse(time.RFC3339Nano, as)
+		tb, errb := time.Parse(time.RFC3339Nano, bs)
+		if erra == nil && errb == nil {
+			return ta.Equal(tb)
+		}
+	}
 	return reflect.DeepEqual(a, b)
 }
 
@@ -233,7 +242,7 @@ func TestElasticsearchRunsCopyTheSourceExactly(t *testing.T) {
 				// brings both, and the index equals the source again.
 				// (The JSON keeps its keys: under Update, objects merge key by key.)
 				main.exec(t, `UPDATE src SET name = 'changed ' || id, doc = doc || jsonb_build_object('big', id * 2),
-					updated_at = timestamptz '2030-01-01 00:00:00+00' + id * interval '1 second' WHERE id % 97 = 0`)
+					updated_at = timestamptz '2025-01-01 00:00:00+00' + id * interval '1 second' WHERE id % 97 = 0`)
 				insertRows(t, main, 2346, 3000)
 				r.runID, r.rep = "run-2", nil
 				res = r.run(t)

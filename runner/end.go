@@ -48,7 +48,7 @@ func (e *executor) complete(ctx context.Context, s *session) error {
 		if e.pl.cursor != "" {
 			role = "cursor column " + e.pl.cursor
 		}
-		return failure.Business(fmt.Errorf("source row (%s) has a NULL %s: it cannot be ordered, so it would never be read", key, role))
+		return failure.Business(fmt.Errorf("source row (%s) has a NULL %s (or an infinite time): it lies below no read horizon, so it would never be read", key, role))
 	}
 	if err := e.flushPending(ctx, s); err != nil {
 		return err

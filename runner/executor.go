@@ -16,9 +16,12 @@ import (
 	"log/slog"
 	"time"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
 	configv1 "github.com/sluice-dev/sluice/api/config/v1alpha1"
 	etlv1 "github.com/sluice-dev/sluice/api/v1alpha1"
 	"github.com/sluice-dev/sluice/runner/failure"
+	"github.com/sluice-dev/sluice/runner/source"
 	"github.com/sluice-dev/sluice/runner/state"
 	"github.com/sluice-dev/sluice/runner/status"
 	"github.com/sluice-dev/sluice/runner/transform"
@@ -164,6 +167,10 @@ type executor struct {
 	rowsRead, rowsWritten, batches int64
 	// pending accumulates what CheckpointAtEnd has not committed yet.
 	pending state.Advance
+	// horizon is the run's read horizon (Incremental), taken by the first session.
+	horizon *source.Horizon
+	// conditions are the runner's conditions, reported with every progress and the end.
+	conditions []metav1.Condition
 
 	lastCheck, lastProgress time.Time
 	reported                bool

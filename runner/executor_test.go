@@ -119,7 +119,7 @@ func valuesKeepTheirTypes(t *testing.T, decode bool) {
 	r := &inProcess{cfg: testConfig(db), env: envOf(db), opts: Options{Decode: decode}, spec: specJSON(t, specOpts{
 		mode: etlv1.ModeIncremental, sourceConn: "main", batch: 2,
 		query: "SELECT * FROM src"})}
-	r.spec = strings.Replace(r.spec, `"column":"updated_at"`, `"column":"ts"`, 1)
+	r.spec = strings.Replace(r.spec, `"column":"updated_at"`, `"column":"id"`, 1)
 	requireOutcome(t, r.run(t), OutcomeIdle, configv1.ExitOK)
 	var diff int64
 	err := db.conn.QueryRow(context.Background(), `

@@ -37,8 +37,12 @@ type plan struct {
 	keys  []string
 	order []string
 	// sinkKey is the upsert key: target.key or the source key columns.
-	sinkKey   []string
-	target    etlv1.ParsedTarget
+	sinkKey []string
+	target  etlv1.ParsedTarget
+	// stream and fullStream fingerprint the stream and a Full run's output (identity.go).
+	stream, fullStream string
+	// lag is spec.source.cursor.lag.
+	lag       time.Duration
 	batchSize int
 	retry     retryPolicy
 
@@ -94,6 +98,13 @@ func makePlan(cfg *configv1.OperatorConfig, specJSON, generation string, lookupE
 		bad("no reader query: set source.query or an sql first task")
 	}
 	p.sinkKey = spec.SinkKey()
+	p.stream, p.fullStream = streamFingerprint(spec), fullFingerprint(spec)
+	if l := spec.Source.Cursor.Lag; l != nil {
+		p.lag = l.Duration
+		if p.lag < 0 {
+			bad("source.cursor.lag %s must not be negative", l.Duration)
+		}
+	}
 
 	p.batchSize = int(spec.BatchSize)
 	if p.batchSize == 0 {
@@ -174,8 +185,9 @@ func retryFromSpec(r etlv1.RetrySpec) retryPolicy {
 // startPosition decides where a run starts reading from the state found at claim (or at a
 // reconnect): nil is the beginning. Incremental runs continue the pipeline's checkpoint when it
 // was taken on the same order columns. Full runs continue only their own checkpoint (a pod
-// replacing a crashed one), or the checkpoint of the same generation when the run resumes a
-// paused one; any other full run starts over.
+// replacing a crashed one), or the checkpoint of the run a resume continues; any other full
+// run starts over. The claim has already cleared a Full checkpoint whose reader or transforms
+// changed (state.Store.Claim), so a resume compares no generation: pausing bumps it.
 func startPosition(pl *plan, runID string, trigger etlv1.RunTrigger, c state.Claim) (after []string, note string) {
 	switch pl.mode {
 	case etlv1.ModeIncremental:
@@ -196,7 +208,7 @@ func startPosition(pl *plan, runID string, trigger etlv1.RunTrigger, c state.Cla
 			return nil, "full run from the start (the order columns changed)"
 		case f.RunID == runID:
 			return f.Values, "continuing this full run after its checkpoint"
-		case trigger == etlv1.TriggerResume && f.Generation == pl.generation:
+		case trigger == etlv1.TriggerResume:
 			return f.Values, fmt.Sprintf("resuming full run %s after its checkpoint", f.RunID)
 		}
 		return nil, "full run from the start"

@@ -167,7 +167,7 @@ func TestStartPosition(t *testing.T) {
 		{"incremental ignores a full checkpoint", inc, etlv1.TriggerResume, state.Claim{Full: fullPos("run-1", 3)}, nil},
 		{"full replacement pod continues its run", full, etlv1.TriggerCreated, state.Claim{Full: fullPos("run-1", 3)}, []string{"500"}},
 		{"full resume of the same generation continues", full, etlv1.TriggerResume, state.Claim{Full: fullPos("run-0", 3)}, []string{"500"}},
-		{"full resume after a spec change starts over", full, etlv1.TriggerResume, state.Claim{Full: fullPos("run-0", 2)}, nil},
+		{"full resume after a pause bumped the generation continues", full, etlv1.TriggerResume, state.Claim{Full: fullPos("run-0", 2)}, []string{"500"}},
 		{"a new full run starts over", full, etlv1.TriggerAnnotation, state.Claim{Full: fullPos("run-0", 3)}, nil},
 		{"full ignores the incremental checkpoint", full, etlv1.TriggerCreated, state.Claim{Incremental: incPos}, nil},
 	}
@@ -196,6 +196,47 @@ func TestScrub(t *testing.T) {
 	for _, tc := range cases {
 		if got := s.scrub(tc.in); got != tc.want {
 			t.Errorf("scrub(%q) = %q, want %q", tc.in, got, tc.want)
+		}
+	}
+}
+
+func TestStreamFingerprints(t *testing.T) {
+	base := func() etlv1.ETLPipelineSpec {
+		return etlv1.ETLPipelineSpec{
+			Mode: etlv1.ModeIncremental,
+			Source: etlv1.SourceSpec{Connection: "main", Query: "SELECT * FROM t",
+				Cursor: etlv1.CursorSpec{Column: "updated_at", KeyColumns: []string{"id"}}},
+			Target: etlv1.TargetSpec{Name: "analytics.items", Connection: "main"}, BatchSize: 100,
+		}
+	}
+	cases := []struct {
+		name                 string
+		change               func(*etlv1.ETLPipelineSpec)
+		streamSame, fullSame bool
+	}{
+		{"nothing", func(*etlv1.ETLPipelineSpec) {}, true, true},
+		{"pause", func(s *etlv1.ETLPipelineSpec) { s.DesiredState = etlv1.DesiredPaused }, true, true},
+		{"batch size and schedule", func(s *etlv1.ETLPipelineSpec) { s.BatchSize = 7; s.Schedule = "@hourly" }, true, true},
+		{"the query", func(s *etlv1.ETLPipelineSpec) { s.Source.Query = "SELECT * FROM t WHERE x" }, true, false},
+		{"a transform", func(s *etlv1.ETLPipelineSpec) {
+			s.Tasks = []etlv1.Task{{Name: "r", SQL: "SELECT * FROM t"}, {Name: "p", Python: "def transform(r): return r"}}
+		}, true, false},
+		{"the source connection", func(s *etlv1.ETLPipelineSpec) { s.Source.Connection = "other" }, false, false},
+		{"the cursor", func(s *etlv1.ETLPipelineSpec) { s.Source.Cursor.Column = "ts" }, false, false},
+		{"the keys", func(s *etlv1.ETLPipelineSpec) { s.Source.Cursor.KeyColumns = []string{"id", "region"} }, false, false},
+		{"the target", func(s *etlv1.ETLPipelineSpec) { s.Target.Name = "analytics.other" }, false, false},
+		{"the target connection", func(s *etlv1.ETLPipelineSpec) { s.Target.Connection = "dw" }, false, false},
+		{"the sink key", func(s *etlv1.ETLPipelineSpec) { s.Target.Key = []string{"code"} }, false, false},
+	}
+	a := base()
+	for _, tc := range cases {
+		b := base()
+		tc.change(&b)
+		if got := streamFingerprint(&a) == streamFingerprint(&b); got != tc.streamSame {
+			t.Errorf("%s: same stream = %v, want %v", tc.name, got, tc.streamSame)
+		}
+		if got := fullFingerprint(&a) == fullFingerprint(&b); got != tc.fullSame {
+			t.Errorf("%s: same full run = %v, want %v", tc.name, got, tc.fullSame)
 		}
 	}
 }

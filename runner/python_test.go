@@ -219,7 +219,7 @@ func TestIdentityTransformWritesWhatLegacyModeWrites(t *testing.T) {
 	}
 	for name, spec := range runs {
 		r := &inProcess{cfg: testConfig(db), env: envOf(db), pipeline: state.Pipeline{Namespace: "tenant", Name: name}, opts: Options{Python: pythonForTests()},
-			spec: strings.Replace(spec, `"column":"updated_at"`, `"column":"ts"`, 1)}
+			spec: strings.Replace(spec, `"column":"updated_at"`, `"column":"id"`, 1)}
 		requireOutcome(t, r.run(t), OutcomeIdle, configv1.ExitOK)
 	}
 	// Values compare with their types' equality: numeric 0.00 = 0 (pgx decodes a numeric zero

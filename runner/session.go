@@ -158,13 +158,22 @@ func (e *executor) open(ctx context.Context) (_ *session, err error) {
 		if sig == status.Pause {
 			e.lastCheck = time.Time{} // pause before the first batch
 		}
-		if c, err = s.store.Claim(ctx, state.Run{ID: e.p.RunID, Generation: pl.generation, Mode: pl.mode}); err != nil {
+		if c, err = s.store.Claim(ctx, state.Run{ID: e.p.RunID, Generation: pl.generation, Mode: pl.mode,
+			Stream: pl.stream, FullStream: pl.fullStream}); err != nil {
 			return nil, err
 		}
 		e.claimed, e.epoch = true, c.Epoch
 		e.log.Info("pipeline claimed in the state database", "epoch", c.Epoch, "replacesCrashedPod", c.SameRun)
+		if c.Reset != nil {
+			e.checkpointReset(ctx, c.Reset)
+		}
 	} else if c, err = s.store.Load(ctx, e.epoch); err != nil {
 		return nil, err
+	}
+	if pl.mode == etlv1.ModeIncremental {
+		if err = e.bound(ctx, s); err != nil {
+			return nil, err
+		}
 	}
 	var note string
 	e.after, note = startPosition(pl, e.p.RunID, e.trigger, c)

@@ -7,6 +7,12 @@ const (
 	ConditionReconciling   = "Reconciling"
 	ConditionStalled       = "Stalled"
 	ConditionTargetAllowed = "TargetAllowed"
+	// ConditionHorizonHeld is written by the runner of an Incremental run: True while an open
+	// transaction in the source holds the run's read horizon back, naming it.
+	ConditionHorizonHeld = "HorizonHeld"
+	// ConditionCheckpointReset is written by the runner when it started a stream from an
+	// empty checkpoint because the pipeline's identity changed (see the reasons below).
+	ConditionCheckpointReset = "CheckpointReset"
 )
 
 // Condition reasons (PascalCase, stable: tools match on them).
@@ -25,6 +31,18 @@ const (
 	// ReasonRunUnreported means the run's Job ended (or vanished) without the runner reporting the
 	// end of the run, so the manager closed the run on its behalf.
 	ReasonRunUnreported = "RunUnreported"
+
+	// ReasonTransactionOpen: a transaction open in the source (idle in transaction, long,
+	// or prepared) holds the read horizon back.
+	ReasonTransactionOpen = "TransactionOpen"
+	// ReasonHorizonCurrent: no transaction holds the read horizon back.
+	ReasonHorizonCurrent = "HorizonCurrent"
+	// ReasonPipelineRecreated: the state in etl_state belonged to an earlier pipeline of the
+	// same name (another UID); the stream started from an empty checkpoint.
+	ReasonPipelineRecreated = "PipelineRecreated"
+	// ReasonStreamChanged: the source connection, cursor, keys, target or target connection
+	// changed; the stream started from an empty checkpoint.
+	ReasonStreamChanged = "StreamChanged"
 )
 
 // Well-known annotations and labels.

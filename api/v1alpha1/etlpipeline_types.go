@@ -46,6 +46,7 @@ const (
 // +kubebuilder:validation:XValidation:rule="self.mode != 'Incremental' || has(self.source.cursor.column)",message="source.cursor.column is required when mode is Incremental",fieldPath=".source.cursor.column"
 // +kubebuilder:validation:XValidation:rule="has(self.tasks) || has(self.source.query)",message="one of source.query (legacy mode) or tasks (tasks mode) is required",fieldPath=".source.query"
 // +kubebuilder:validation:XValidation:rule="!has(self.target.action) || self.target.name.startsWith('es:')",message="target.action applies only to an Elasticsearch target (es:<index>)",fieldPath=".target.action"
+// +kubebuilder:validation:XValidation:rule="self.mode == 'Incremental' || !has(self.source.cursor.lag)",message="source.cursor.lag applies only to Incremental mode: a Full run reads the whole source",fieldPath=".source.cursor.lag"
 type ETLPipelineSpec struct {
 	// DesiredState is Running (runs may start) or Paused (a run stops between batches, none
 	// starts). Patch it to pause and resume.
@@ -140,6 +141,18 @@ type CursorSpec struct {
 	// +listType=set
 	// +required
 	KeyColumns []string `json:"keyColumns"`
+
+	// Lag holds the read horizon of an Incremental run back by a fixed margin. By default a
+	// run reads, for a time cursor (timestamptz, timestamp, date), only rows below the start
+	// of the oldest transaction still open in the source, and for any other cursor (a
+	// sequence) only up to the largest value committed when the run started, once every
+	// transaction open then has ended. Set lag when the cursor is not stamped by the source's
+	// own transactions (an application clock that may run ahead) or the source is a standby,
+	// which cannot see the primary's open transactions: rows whose cursor is within lag of
+	// the horizon wait for a later run. Time cursors only.
+	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('0s') && duration(self) <= duration('168h')",message="lag must be between 0s and 168h"
+	// +optional
+	Lag *metav1.Duration `json:"lag,omitempty"`
 }
 
 // Task is one step of the linear task plan: exactly one of sql or python.

@@ -90,3 +90,11 @@ func (r *Raw) Release() {
 	r.Tuples, r.Starts = nil, nil
 	tuplePool.Put(&buf)
 }
+
+// DropLast removes the last row.
+func (r *Raw) DropLast() {
+	if n := len(r.Starts); n > 0 {
+		r.Tuples = r.Tuples[:r.Starts[n-1]]
+		r.Starts = r.Starts[:n-1]
+	}
+}

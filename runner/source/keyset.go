@@ -21,8 +21,15 @@ type Keyset struct {
 	// Types are the SQL types of the Order columns, used to cast the checkpoint's text values
 	// back to the column types so the comparison stays indexable.
 	Types []string
-	// Limit is the page size.
+	// Limit is the page size. A page reads one row more, to see whether the row after its
+	// last one ties with it (see Reader.Read).
 	Limit int
+	// Bound is the comparison of the run's horizon with the cursor column ("<" or "<="),
+	// empty for none (Full runs). The horizon is the page's last parameter.
+	Bound string
+	// BoundType is the type the horizon is cast to: timestamptz for a time horizon, the
+	// cursor's type for a commit barrier.
+	BoundType string
 }
 
 // subquery wraps the user's query. The newlines keep a trailing line comment in the query from
@@ -52,37 +59,59 @@ func DescribeSQL(query string) string {
 // turns into an index range scan when an index on the same columns exists:
 //
 //	SELECT * FROM (<query>) AS q WHERE (q.c, q.k) > (CAST($1::text AS t1), CAST($2::text AS t2))
-//	ORDER BY q.c, q.k LIMIT n
+//	  AND q.c < CAST($3::text AS timestamptz)
+//	ORDER BY q.c, q.k LIMIT n+1
+//
+// The types carry their modifiers (character(4), numeric(12,2)): a cast to a bare character
+// would cut the checkpoint to one character and read the same page forever.
 func (k Keyset) PageSQL(after bool) string {
 	var b strings.Builder
 	cols := qualified(k.Order)
 	b.WriteString("SELECT * FROM ")
 	b.WriteString(subquery(k.Query))
+	n := 0
+	where := " WHERE "
 	if after {
-		b.WriteString(" WHERE (")
+		b.WriteString(where + "(")
+		where = " AND "
 		b.WriteString(strings.Join(cols, ", "))
 		b.WriteString(") > (")
 		for i := range k.Order {
 			if i > 0 {
 				b.WriteString(", ")
 			}
-			fmt.Fprintf(&b, "CAST($%d::text AS %s)", i+1, k.Types[i])
+			n++
+			fmt.Fprintf(&b, "CAST($%d::text AS %s)", n, k.Types[i])
 		}
 		b.WriteString(")")
 	}
+	if k.Bound != "" {
+		n++
+		fmt.Fprintf(&b, "%s%s %s CAST($%d::text AS %s)", where, cols[0], k.Bound, n, k.BoundType)
+	}
 	b.WriteString(" ORDER BY ")
 	b.WriteString(strings.Join(cols, ", "))
-	fmt.Fprintf(&b, " LIMIT %d", k.Limit)
+	fmt.Fprintf(&b, " LIMIT %d", k.Limit+1)
 	return b.String()
+}
+
+// MaxSQL returns the statement of the largest cursor value of the reader's output, as text.
+func MaxSQL(query, cursor string) string {
+	return "SELECT max(" + qualified([]string{cursor})[0] + ")::text FROM " + subquery(query)
 }
 
 // NullSQL returns the statement that finds one row whose nullable columns hold a NULL and
 // returns its key columns as text. A row comparison never matches a NULL, so without this check a row
 // with a NULL cursor would be skipped silently forever.
-func NullSQL(query string, nullable, key []string) string {
+//
+// A time cursor of 'infinity' is as unreachable: it never lies below a read horizon.
+func NullSQL(query string, nullable, key, infinite []string) string {
 	conds := qualified(nullable)
 	for i := range conds {
 		conds[i] += " IS NULL"
+	}
+	for _, c := range qualified(infinite) {
+		conds = append(conds, c+" = 'infinity'")
 	}
 	keys := qualified(key)
 	for i := range keys {

@@ -6,9 +6,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"reflect"
 	"strings"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgtype"
 
 	"github.com/sluice-dev/sluice/runner/batch"
@@ -37,6 +39,8 @@ type Reader struct {
 	order []int
 	// orderOIDs are their type OIDs, to render checkpoint values in Postgres' text format.
 	orderOIDs []uint32
+	// bound is the run's horizon (Incremental runs), nil until TakeHorizon.
+	bound *Horizon
 	// formats are the wire formats asked for each column: binary where pgx has a binary
 	// codec, text otherwise (enums, types of extensions) and for arrays, which a sink cannot
 	// nest in an array parameter.
@@ -63,12 +67,14 @@ func Open(ctx context.Context, conn *pgx.Conn, opts Options) (*Reader, error) {
 	}
 	r := &Reader{conn: conn, opts: opts}
 	seen := map[string]bool{}
+	var mods []int32
 	for _, f := range sd.Fields {
 		if seen[f.Name] {
 			return nil, failure.Business(fmt.Errorf("reader query returns column %q twice; alias one of them", f.Name))
 		}
 		seen[f.Name] = true
 		r.columns = append(r.columns, batch.Column{Name: f.Name, Type: f.DataTypeOID})
+		mods = append(mods, f.TypeModifier)
 	}
 	b := batch.Batch{Columns: r.columns}
 	idx, missing := b.Indexes(order)
@@ -93,14 +99,22 @@ func Open(ctx context.Context, conn *pgx.Conn, opts Options) (*Reader, error) {
 	}
 	r.order = idx
 	r.orderOIDs = make([]uint32, len(idx))
+	orderMods := make([]int32, len(idx))
 	for i, j := range idx {
 		r.orderOIDs[i] = r.columns[j].Type
+		orderMods[i] = mods[j]
 	}
-	types, err := typeNames(ctx, conn, r.orderOIDs)
+	types, err := typeNames(ctx, conn, r.orderOIDs, orderMods)
 	if err != nil {
 		return nil, err
 	}
 	r.keyset = Keyset{Query: opts.Query, Order: order, Types: types, Limit: opts.BatchSize}
+	if opts.Cursor != "" {
+		r.keyset.BoundType = "timestamp with time zone"
+		if cursorKind(types[0]) != cursorTime {
+			r.keyset.BoundType = types[0]
+		}
+	}
 	r.first = r.keyset.PageSQL(false)
 	r.next = r.keyset.PageSQL(true)
 	return r, nil
@@ -120,10 +134,11 @@ func Order(cursor string, keys []string) []string {
 	return order
 }
 
-// typeNames returns the SQL names of type OIDs as the source database spells them (schema
-// qualified and quoted when needed), for the casts of checkpoint values.
-func typeNames(ctx context.Context, conn *pgx.Conn, oids []uint32) ([]string, error) {
-	rows, err := conn.Query(ctx, "SELECT format_type(t, NULL) FROM unnest($1::oid[]) WITH ORDINALITY AS u(t, n) ORDER BY n", oids)
+// typeNames returns the SQL names of type OIDs with their modifiers (character(4),
+// numeric(12,2), bit(8)) as the source database spells them (schema qualified and quoted when
+// needed), for the casts of checkpoint values: a cast to a bare character would keep one.
+func typeNames(ctx context.Context, conn *pgx.Conn, oids []uint32, mods []int32) ([]string, error) {
+	rows, err := conn.Query(ctx, "SELECT format_type(t, nullif(m, -1)) FROM unnest($1::oid[], $2::int4[]) WITH ORDINALITY AS u(t, m, n) ORDER BY n", oids, mods)
 	if err != nil {
 		return nil, fmt.Errorf("look up reader column types: %w", err)
 	}
@@ -154,6 +169,15 @@ func (r *Reader) ReadRaw(ctx context.Context, after []string) (*batch.Batch, err
 }
 
 func (r *Reader) read(ctx context.Context, after []string, raw bool) (*batch.Batch, error) {
+	b := &batch.Batch{Columns: r.columns}
+	if raw {
+		b.Raw = batch.NewRaw(r.formats, r.opts.BatchSize+1, r.rawSize+r.rawSize/8)
+	} else {
+		b.Rows = make([][]any, 0, r.opts.BatchSize+1)
+	}
+	if r.bound != nil && r.bound.Empty {
+		return b, nil
+	}
 	sql, args := r.first, []any{r.formats}
 	if after != nil {
 		if len(after) != len(r.keyset.Order) {
@@ -165,42 +189,117 @@ func (r *Reader) read(ctx context.Context, after []string, raw bool) (*batch.Bat
 			args = append(args, v)
 		}
 	}
-	rows, err := r.conn.Query(ctx, sql, args...)
-	if err != nil {
-		return nil, fmt.Errorf("read page: %w", err)
+	if r.keyset.Bound != "" {
+		args = append(args, r.bound.Value)
 	}
-	defer rows.Close()
-	b := &batch.Batch{Columns: r.columns}
-	if raw {
-		b.Raw = batch.NewRaw(r.formats, r.opts.BatchSize, r.rawSize+r.rawSize/8)
-	} else {
-		b.Rows = make([][]any, 0, r.opts.BatchSize)
-	}
-	for rows.Next() {
-		if raw {
-			// RawValues alias the connection's buffer: AppendRow copies them.
-			b.Raw.AppendRow(rows.RawValues())
-			if err := r.checkNotNull(b, b.Len()-1); err != nil {
-				return nil, err
-			}
-			continue
-		}
-		vals, err := rows.Values()
+	err := readOnly(ctx, r.conn, func(tx pgx.Tx) error {
+		rows, err := tx.Query(ctx, sql, args...)
 		if err != nil {
-			return nil, fmt.Errorf("decode reader row %d: %w", len(b.Rows)+1, err)
+			return err
 		}
-		b.Rows = append(b.Rows, vals)
-		if err := r.checkNotNull(b, len(b.Rows)-1); err != nil {
-			return nil, err
+		defer rows.Close()
+		for rows.Next() {
+			if raw {
+				// RawValues alias the connection's buffer: AppendRow copies them.
+				b.Raw.AppendRow(rows.RawValues())
+				if err := r.checkNotNull(b, b.Len()-1); err != nil {
+					return err
+				}
+				continue
+			}
+			vals, err := rows.Values()
+			if err != nil {
+				return fmt.Errorf("decode reader row %d: %w", len(b.Rows)+1, err)
+			}
+			b.Rows = append(b.Rows, vals)
+			if err := r.checkNotNull(b, len(b.Rows)-1); err != nil {
+				return err
+			}
 		}
+		return rows.Err()
+	})
+	if err != nil {
+		return nil, readErr("read page", err)
 	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("read page: %w", err)
+	if err := r.dropLookahead(b); err != nil {
+		return nil, err
 	}
 	if b.Raw != nil {
 		r.rawSize = len(b.Raw.Tuples)
 	}
 	return b, nil
+}
+
+// dropLookahead checks that no two consecutive rows of the page, its look-ahead row included,
+// tie in the keyset order, then removes the look-ahead row. The next page starts strictly
+// after the page's last row, so a tie (a join that repeats a row, key columns that are not
+// unique) at a page boundary would be skipped silently; a tie inside a page is refused too, so
+// that the outcome does not depend on the page size.
+func (r *Reader) dropLookahead(b *batch.Batch) error {
+	n := b.Len()
+	for i := 1; i < n; i++ {
+		if !r.sameOrder(b, i-1, i) {
+			continue
+		}
+		pos, err := r.Position(b, i)
+		if err != nil {
+			return err
+		}
+		return failure.Business(fmt.Errorf("the reader's output has two rows with the same (%s) = (%s), key %s: "+
+			"the keyset order must be unique, or a row is skipped; make source.cursor.keyColumns unique for each row",
+			strings.Join(r.keyset.Order, ", "), strings.Join(pos, ", "), r.describeKey(b, i)))
+	}
+	if n <= r.opts.BatchSize {
+		return nil
+	}
+	if b.Raw != nil {
+		b.Raw.DropLast()
+	} else {
+		b.Rows = b.Rows[:n-1]
+	}
+	return nil
+}
+
+// sameOrder tells whether rows i and j have equal order columns: the bytes Postgres sent for
+// a raw batch, the decoded values otherwise.
+func (r *Reader) sameOrder(b *batch.Batch, i, j int) bool {
+	for _, col := range r.order {
+		if b.Raw != nil {
+			if !bytes.Equal(b.Raw.Value(i, col), b.Raw.Value(j, col)) {
+				return false
+			}
+		} else if !reflect.DeepEqual(b.Rows[i][col], b.Rows[j][col]) {
+			return false
+		}
+	}
+	return true
+}
+
+// readOnly runs fn in an explicit READ ONLY transaction. The connection's
+// default_transaction_read_only alone is not enough: a reader query can switch it off with
+// set_config for every later page, while a transaction begun READ ONLY cannot be made
+// read-write once a query ran in it. So the reader query can never write, nor call the state
+// functions (etl.advance) of any pipeline, whatever it does.
+func readOnly(ctx context.Context, conn *pgx.Conn, fn func(pgx.Tx) error) error {
+	tx, err := conn.BeginTx(ctx, pgx.TxOptions{AccessMode: pgx.ReadOnly})
+	if err != nil {
+		return err
+	}
+	if err := fn(tx); err != nil {
+		_ = tx.Rollback(ctx)
+		return err
+	}
+	return tx.Commit(ctx)
+}
+
+// readErr wraps an error of the reader's query. A write attempted in the read-only transaction
+// (SQLSTATE 25006) is the query's fault, not a failover to a standby: a business error.
+func readErr(what string, err error) error {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && pgErr.Code == "25006" {
+		return failure.Business(fmt.Errorf("%s: the reader query tried to write, and a reader may only read: %w", what, err))
+	}
+	return fmt.Errorf("%s: %w", what, err)
 }
 
 // value returns column col of row i of a batch, decoded (from the raw bytes when the batch is raw).
@@ -298,32 +397,42 @@ func (r *Reader) render(i int, v any) (string, error) {
 	return string(buf), nil
 }
 
-// FindNull looks for a row whose cursor (incremental) or key (full) is NULL, which the keyset
-// predicate would skip forever, and returns its key rendered for an error message. It runs once
+// FindNull looks for a row whose cursor (incremental) or key (full) is NULL, or whose time
+// cursor is infinity, which the keyset predicate and the horizon would skip forever, and
+// returns its key rendered for an error message. It runs once
 // a run has caught up; with an index on the cursor it is an index lookup.
 func (r *Reader) FindNull(ctx context.Context) (string, bool, error) {
 	nullable := r.opts.Keys
+	var infinite []string
 	if r.opts.Cursor != "" {
 		nullable = []string{r.opts.Cursor}
-	}
-	rows, err := r.conn.Query(ctx, NullSQL(r.opts.Query, nullable, r.opts.Keys))
-	if err != nil {
-		return "", false, fmt.Errorf("check reader rows for NULL order columns: %w", err)
-	}
-	defer rows.Close()
-	if !rows.Next() {
-		if err := rows.Err(); err != nil {
-			return "", false, fmt.Errorf("check reader rows for NULL order columns: %w", err)
+		if r.cursorKind() == cursorTime {
+			infinite = nullable
 		}
-		return "", false, nil
 	}
 	vals := make([]*string, len(r.opts.Keys))
-	dst := make([]any, len(vals))
-	for i := range vals {
-		dst[i] = &vals[i]
+	found := false
+	err := readOnly(ctx, r.conn, func(tx pgx.Tx) error {
+		rows, err := tx.Query(ctx, NullSQL(r.opts.Query, nullable, r.opts.Keys, infinite))
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		if !rows.Next() {
+			return rows.Err()
+		}
+		dst := make([]any, len(vals))
+		for i := range vals {
+			dst[i] = &vals[i]
+		}
+		found = true
+		return rows.Scan(dst...)
+	})
+	if err != nil {
+		return "", false, readErr("check reader rows for NULL order columns", err)
 	}
-	if err := rows.Scan(dst...); err != nil {
-		return "", false, fmt.Errorf("check reader rows for NULL order columns: %w", err)
+	if !found {
+		return "", false, nil
 	}
 	parts := make([]string, len(vals))
 	for i, v := range vals {
@@ -333,7 +442,7 @@ func (r *Reader) FindNull(ctx context.Context) (string, bool, error) {
 		}
 		parts[i] = r.opts.Keys[i] + "=" + s
 	}
-	return strings.Join(parts, ", "), true, rows.Err()
+	return strings.Join(parts, ", "), true, nil
 }
 
 // RegisterTypes adjusts how a source connection decodes values so that they survive the trip

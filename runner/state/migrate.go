@@ -99,6 +99,16 @@ var migrations = []string{
 		END IF;
 	END
 	$$`,
+	// 4: the stream's identity. The state of a pipeline belongs to its UID and to a
+	// fingerprint of what defines its stream (source connection, cursor, keys, target, target
+	// connection); a claim that finds another one starts the stream from an empty checkpoint.
+	// full_stream fingerprints an unfinished Full run (the stream plus the reader query and
+	// the transforms), which a resume continues only when it is unchanged.
+	`ALTER TABLE etl.etl_state
+		ADD COLUMN pipeline_uid text,
+		ADD COLUMN stream       text,
+		ADD COLUMN full_stream  text`,
+	`ALTER TABLE etl.etl_runs ADD COLUMN pipeline_uid text`,
 }
 
 // Migrate creates or upgrades the `etl` schema. It is idempotent and safe to run from many

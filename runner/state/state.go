@@ -18,6 +18,9 @@ import (
 type Pipeline struct {
 	Namespace string
 	Name      string
+	// UID is the pipeline's metadata.uid; empty for a run without a pipeline (by hand,
+	// benchmarks), whose state is never reset for it.
+	UID string
 }
 
 // String returns namespace/name.
@@ -93,6 +96,34 @@ type Run struct {
 	ID         string
 	Generation int64
 	Mode       etlv1.Mode
+	// Stream fingerprints what defines the pipeline's stream; FullStream, what defines a
+	// Full run's output (see the runner's identity.go).
+	Stream, FullStream string
+}
+
+// Reset says why a claim started the stream from an empty checkpoint.
+type Reset struct {
+	// Reason is etlv1.ReasonPipelineRecreated or etlv1.ReasonStreamChanged.
+	Reason  string
+	Message string
+}
+
+// decideReset is the identity rule, pure so it is table-tested. State written before
+// identities existed (no UID recorded) is adopted as is: an upgrade must not re-read every
+// source from the start.
+func decideReset(found bool, storedUID, storedStream *string, uid, stream string) *Reset {
+	switch {
+	case !found || storedUID == nil:
+		return nil
+	case uid != "" && *storedUID != "" && *storedUID != uid:
+		return &Reset{Reason: etlv1.ReasonPipelineRecreated, Message: fmt.Sprintf(
+			"the state held a checkpoint of an earlier pipeline of the same name (uid %s); this pipeline (uid %s) starts from an empty checkpoint",
+			*storedUID, uid)}
+	case storedStream != nil && *storedStream != stream:
+		return &Reset{Reason: etlv1.ReasonStreamChanged, Message: "the source connection, cursor, key columns, target or target connection " +
+			"changed: the stream starts from an empty checkpoint"}
+	}
+	return nil
 }
 
 // Position is a committed reader position: the order columns it was taken on and the values
@@ -115,7 +146,9 @@ type Claim struct {
 	Epoch int64
 	// SameRun is true when the previous claim was of the same run: this runner replaces a
 	// crashed pod, and the counters continue.
-	SameRun                        bool
+	SameRun bool
+	// Reset is set when the claim cleared the checkpoints of another identity.
+	Reset                          *Reset
 	RowsRead, RowsWritten, Batches int64
 	Incremental                    *Position
 	Full                           *FullPosition
@@ -131,22 +164,58 @@ func (s *Store) Claim(ctx context.Context, run Run) (Claim, error) {
 	}
 	defer func() { _ = tx.Rollback(ctx) }()
 
-	var prevRun *string
-	err = tx.QueryRow(ctx, `SELECT run_id FROM etl.etl_state WHERE namespace = $1 AND name = $2 FOR UPDATE`,
-		s.p.Namespace, s.p.Name).Scan(&prevRun)
+	var prevRun, prevUID, prevStream, prevFull *string
+	err = tx.QueryRow(ctx, `SELECT run_id, pipeline_uid, stream, full_stream FROM etl.etl_state
+		WHERE namespace = $1 AND name = $2 FOR UPDATE`,
+		s.p.Namespace, s.p.Name).Scan(&prevRun, &prevUID, &prevStream, &prevFull)
+	found := err == nil
 	if err != nil && !errors.Is(err, pgx.ErrNoRows) {
 		return c, fmt.Errorf("claim pipeline %s: %w", s.p, err)
 	}
-	c.SameRun = prevRun != nil && *prevRun == run.ID
+	c.Reset = decideReset(found, prevUID, prevStream, s.p.UID, run.Stream)
+	c.SameRun = prevRun != nil && *prevRun == run.ID && c.Reset == nil
+	if c.Reset != nil {
+		// Another pipeline's (or another stream's) checkpoints must not be continued, and
+		// the run log of an earlier pipeline of the same name goes with it.
+		if _, err := tx.Exec(ctx, `
+			UPDATE etl.etl_state SET incremental_columns = NULL, incremental_checkpoint = NULL, incremental_at = NULL,
+				full_run_id = NULL, full_generation = NULL, full_columns = NULL, full_checkpoint = NULL, full_at = NULL,
+				full_stream = NULL
+			WHERE namespace = $1 AND name = $2`, s.p.Namespace, s.p.Name); err != nil {
+			return c, fmt.Errorf("claim pipeline %s: reset state: %w", s.p, err)
+		}
+		if c.Reset.Reason == etlv1.ReasonPipelineRecreated {
+			if _, err := tx.Exec(ctx, `DELETE FROM etl.etl_runs WHERE namespace = $1 AND name = $2
+				AND pipeline_uid IS DISTINCT FROM $3`, s.p.Namespace, s.p.Name, s.p.UID); err != nil {
+				return c, fmt.Errorf("claim pipeline %s: remove the run log of the earlier pipeline: %w", s.p, err)
+			}
+		}
+	} else if run.Mode == etlv1.ModeFull && prevFull != nil && *prevFull != run.FullStream {
+		// The reader query or the transforms changed: an unfinished Full run's output is
+		// not this run's, so it is not continued.
+		if _, err := tx.Exec(ctx, `
+			UPDATE etl.etl_state SET full_run_id = NULL, full_generation = NULL, full_columns = NULL,
+				full_checkpoint = NULL, full_at = NULL
+			WHERE namespace = $1 AND name = $2`, s.p.Namespace, s.p.Name); err != nil {
+			return c, fmt.Errorf("claim pipeline %s: reset full checkpoint: %w", s.p, err)
+		}
+	}
+	uid := &s.p.UID
+	if s.p.UID == "" {
+		uid = nil
+	}
 
 	var incCols, incVals, fullCols, fullVals []string
 	var fullRun *string
 	var fullGen *int64
 	err = tx.QueryRow(ctx, `
-		INSERT INTO etl.etl_state AS s (namespace, name, epoch, run_id, generation, claimed_at)
-		VALUES ($1, $2, 1, $3, $4, now())
+		INSERT INTO etl.etl_state AS s (namespace, name, epoch, run_id, generation, claimed_at, pipeline_uid, stream, full_stream)
+		VALUES ($1, $2, 1, $3, $4, now(), $5, $6, CASE WHEN $7 THEN $8 END)
 		ON CONFLICT (namespace, name) DO UPDATE SET
 			epoch        = s.epoch + 1,
+			pipeline_uid = coalesce(EXCLUDED.pipeline_uid, s.pipeline_uid),
+			stream       = EXCLUDED.stream,
+			full_stream  = CASE WHEN $7 THEN EXCLUDED.full_stream ELSE s.full_stream END,
 			run_id       = EXCLUDED.run_id,
 			generation   = EXCLUDED.generation,
 			claimed_at   = EXCLUDED.claimed_at,
@@ -156,7 +225,7 @@ func (s *Store) Claim(ctx context.Context, run Run) (Claim, error) {
 		RETURNING epoch, rows_read, rows_written, batches,
 			incremental_columns, incremental_checkpoint,
 			full_run_id, full_generation, full_columns, full_checkpoint`,
-		s.p.Namespace, s.p.Name, run.ID, run.Generation,
+		s.p.Namespace, s.p.Name, run.ID, run.Generation, uid, run.Stream, run.Mode == etlv1.ModeFull, run.FullStream,
 	).Scan(&c.Epoch, &c.RowsRead, &c.RowsWritten, &c.Batches,
 		&incCols, &incVals, &fullRun, &fullGen, &fullCols, &fullVals)
 	if err != nil {
@@ -172,13 +241,13 @@ func (s *Store) Claim(ctx context.Context, run Run) (Claim, error) {
 	}
 	if _, err := tx.Exec(ctx, `
 		INSERT INTO etl.etl_runs (namespace, name, run_id, epoch, mode, generation, started_at, outcome,
-			rows_read, rows_written, batches)
-		VALUES ($1, $2, $3, $4, $5, $6, now(), $7, $8, $9, $10)
+			rows_read, rows_written, batches, pipeline_uid)
+		VALUES ($1, $2, $3, $4, $5, $6, now(), $7, $8, $9, $10, $11)
 		ON CONFLICT (namespace, name, run_id) DO UPDATE SET
 			epoch = EXCLUDED.epoch, outcome = EXCLUDED.outcome,
 			finished_at = NULL, error_class = NULL, error = NULL`,
 		s.p.Namespace, s.p.Name, run.ID, c.Epoch, string(run.Mode), run.Generation, OutcomeRunning,
-		c.RowsRead, c.RowsWritten, c.Batches); err != nil {
+		c.RowsRead, c.RowsWritten, c.Batches, uid); err != nil {
 		return c, fmt.Errorf("claim pipeline %s: record run: %w", s.p, err)
 	}
 	if err := tx.Commit(ctx); err != nil {

@@ -6,7 +6,10 @@ import (
 	"fmt"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
+	eventsv1 "k8s.io/api/events/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -168,4 +171,38 @@ func (k *Kube) Finish(ctx context.Context, e End) error {
 		wait *= 2
 	}
 	return fmt.Errorf("report end of run %s of pipeline %s: %w", k.runID, k.key, lastErr)
+}
+
+// Event implements Eventer: an events.k8s.io Event regarding the pipeline, from the runner.
+func (k *Kube) Event(ctx context.Context, warning bool, reason, message string) {
+	p := k.last
+	if p == nil {
+		var err error
+		if p, err = k.get(ctx); err != nil {
+			return
+		}
+	}
+	typ := corev1.EventTypeNormal
+	if warning {
+		typ = corev1.EventTypeWarning
+	}
+	now := metav1.NewMicroTime(time.Now())
+	ev := &eventsv1.Event{
+		ObjectMeta: metav1.ObjectMeta{
+			Namespace:    p.Namespace,
+			GenerateName: p.Name + "-",
+		},
+		EventTime:           now,
+		ReportingController: "etl.sluice.dev/runner",
+		ReportingInstance:   "sluice-runner-" + k.runID,
+		Action:              "Run",
+		Reason:              reason,
+		Note:                truncate(message, 1024),
+		Type:                typ,
+		Regarding: corev1.ObjectReference{
+			APIVersion: etlv1.GroupVersion.String(), Kind: "ETLPipeline",
+			Namespace: p.Namespace, Name: p.Name, UID: p.UID, ResourceVersion: p.ResourceVersion,
+		},
+	}
+	_ = k.c.Create(ctx, ev)
 }

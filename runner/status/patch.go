@@ -5,6 +5,7 @@ import (
 	"slices"
 	"unicode/utf8"
 
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	etlv1 "github.com/sluice-dev/sluice/api/v1alpha1"
@@ -74,6 +75,11 @@ func applyProgress(st *etlv1.ETLPipelineStatus, p Progress) bool {
 	if r.RowsRead != p.RowsRead || r.RowsWritten != p.RowsWritten || r.Batches != p.Batches {
 		r.RowsRead, r.RowsWritten, r.Batches = p.RowsRead, p.RowsWritten, p.Batches
 		changed = true
+	}
+	for _, c := range p.Conditions {
+		if meta.SetStatusCondition(&st.Conditions, c) {
+			changed = true
+		}
 	}
 	if p.Checkpoint != nil && (st.Checkpoint == nil || !slices.Equal(st.Checkpoint.Values, p.Checkpoint)) {
 		t := metav1.NewTime(p.CheckpointTime)

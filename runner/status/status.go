@@ -8,6 +8,8 @@ import (
 	"context"
 	"time"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
 	etlv1 "github.com/sluice-dev/sluice/api/v1alpha1"
 )
 
@@ -51,6 +53,9 @@ type Progress struct {
 	Checkpoint []string
 	// CheckpointTime is when it was committed.
 	CheckpointTime time.Time
+	// Conditions are the runner's own conditions (HorizonHeld, CheckpointReset), set as
+	// given; the manager leaves them alone.
+	Conditions []metav1.Condition
 }
 
 // End is the end of a run.
@@ -83,4 +88,10 @@ type Reporter interface {
 	// Finish records the run's end. It retries conflicts and writes nothing when the run is
 	// no longer the pipeline's.
 	Finish(ctx context.Context, e End) error
+}
+
+// Eventer is implemented by reporters that can record events on the pipeline, for what a
+// person looks for in `kubectl describe` (a checkpoint reset). Recording is best effort.
+type Eventer interface {
+	Event(ctx context.Context, warning bool, reason, message string)
 }

@@ -13,7 +13,9 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"time"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/apimachinery/pkg/util/yaml"
 )
@@ -62,6 +64,10 @@ type RunnerConfig struct {
 	ConfigMapName string `json:"configMapName"`
 	// ConfigMapKey is the key of this file in that ConfigMap (default config.yaml).
 	ConfigMapKey string `json:"configMapKey,omitempty"`
+	// HorizonHeldAfter is how old the transaction holding an Incremental run's read horizon
+	// back may be before the pipeline says so (condition HorizonHeld), and how long a run on a
+	// sequence cursor waits for the transactions open at its start (default 1m).
+	HorizonHeldAfter *metav1.Duration `json:"horizonHeldAfter,omitempty"`
 }
 
 // SecretKeyRef points at one key of a Secret in the operator's namespace.
@@ -142,6 +148,20 @@ func (c *OperatorConfig) Default() {
 		limit := int32(3)
 		c.Runner.BackoffLimit = &limit
 	}
+	if c.Runner.HorizonHeldAfter == nil {
+		c.Runner.HorizonHeldAfter = &metav1.Duration{Duration: DefaultHorizonHeldAfter}
+	}
+}
+
+// DefaultHorizonHeldAfter is runner.horizonHeldAfter when the configuration leaves it out.
+const DefaultHorizonHeldAfter = time.Minute
+
+// HeldAfter returns runner.horizonHeldAfter, defaulted.
+func (r RunnerConfig) HeldAfter() time.Duration {
+	if r.HorizonHeldAfter == nil || r.HorizonHeldAfter.Duration <= 0 {
+		return DefaultHorizonHeldAfter
+	}
+	return r.HorizonHeldAfter.Duration
 }
 
 var tableRe = regexp.MustCompile(`^analytics\.[a-z_][a-z0-9_]{0,62}$`)
@@ -267,6 +287,9 @@ const (
 	EnvSpec = "SLUICE_SPEC"
 	// EnvGeneration is the spec generation the run executes.
 	EnvGeneration = "SLUICE_GENERATION"
+	// EnvPipelineUID is the pipeline's metadata.uid: the runner keys the pipeline's state by it,
+	// so a pipeline deleted and created again under the same name starts from an empty checkpoint.
+	EnvPipelineUID = "SLUICE_PIPELINE_UID"
 	// DefaultConfigPath is where the configuration file is mounted in a runner.
 	DefaultConfigPath = "/etc/sluice/config.yaml"
 )
