@@ -49,6 +49,7 @@ func runRunner(args []string) int {
 	python := fs.String("python", "python3", "interpreter of python tasks: a path, or a name looked up in PATH")
 	pythonMemory := fs.String("python-memory-limit", "1Gi", "address space limit of the python worker (a quantity: 512Mi, 2Gi), or none")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
+	forget := fs.Bool("forget", false, "remove the state of a deleted pipeline ("+configv1.EnvPipelineUID+") from the state database, then exit")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -98,6 +99,14 @@ func runRunner(args []string) int {
 		},
 	}
 	p.Config, p.ConfigErr = configv1.Load(*configPath)
+	if *forget {
+		if p.ConfigErr != nil {
+			log.Error("cannot load the operator configuration", "error", p.ConfigErr.Error())
+			return configv1.ExitBusiness
+		}
+		return runner.Forget(ctx, runner.ForgetParams{Config: p.Config, Pipeline: p.Pipeline, LookupEnv: os.LookupEnv,
+			Log: log, LockWait: *lockWait})
+	}
 
 	if *noStatus || p.Pipeline.Name == "" {
 		if p.Pipeline.Name == "" {

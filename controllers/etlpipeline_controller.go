@@ -63,6 +63,10 @@ type ETLPipelineReconciler struct {
 	// Namespace is the operator's namespace, where runner Jobs run.
 	Namespace string
 
+	// ForgetDeadline bounds how long a deleted pipeline waits for the Job that removes its
+	// state (2 minutes when 0).
+	ForgetDeadline time.Duration
+
 	// Now, NewRunID and Jitter default to the clock, random ids and a 5% jitter; tests
 	// replace them.
 	Now      func() time.Time
@@ -199,14 +203,24 @@ func (r *ETLPipelineReconciler) reconcileDelete(ctx context.Context, p *etlv1.ET
 	if err := r.APIReader.List(ctx, jobs, client.InNamespace(r.Namespace), client.MatchingLabels(pipelineSelector(p.Namespace, p.Name))); err != nil {
 		return ctrl.Result{}, fmt.Errorf("list jobs of pipeline %s/%s: %w", p.Namespace, p.Name, err)
 	}
+	var forget *batchv1.Job
 	for i := range jobs.Items {
 		job := &jobs.Items[i]
 		if job.Annotations[etlv1.AnnotationPipeline] != p.Namespace+"/"+p.Name || !job.DeletionTimestamp.IsZero() {
 			continue
 		}
+		if isForgetJob(job) {
+			if job.Labels[etlv1.LabelRunID] == forgetRunID(string(p.UID)) {
+				forget = job
+			}
+			continue
+		}
 		if err := r.Client.Delete(ctx, job, client.PropagationPolicy(metav1.DeletePropagationBackground)); client.IgnoreNotFound(err) != nil {
 			return ctrl.Result{}, fmt.Errorf("delete job %s/%s of pipeline %s/%s: %w", job.Namespace, job.Name, p.Namespace, p.Name, err)
 		}
+	}
+	if res, done, err := r.forgetState(ctx, p, forget); err != nil || !done {
+		return res, err
 	}
 	orig := p.DeepCopy()
 	controllerutil.RemoveFinalizer(p, etlv1.Finalizer)
@@ -214,6 +228,54 @@ func (r *ETLPipelineReconciler) reconcileDelete(ctx context.Context, p *etlv1.ET
 		return ctrl.Result{}, client.IgnoreNotFound(fmt.Errorf("remove finalizer from pipeline %s/%s: %w", p.Namespace, p.Name, err))
 	}
 	return ctrl.Result{}, nil
+}
+
+// forgetState removes a deleted pipeline's state from the state database through its forget
+// Job (the manager holds no credentials), and reports done once the Job ended or outlived
+// ForgetDeadline. A state left behind harms nothing (a pipeline created again under the name
+// has another UID and starts from an empty checkpoint), so the deletion never hangs on it: it
+// goes on with a Warning event naming what is left.
+func (r *ETLPipelineReconciler) forgetState(ctx context.Context, p *etlv1.ETLPipeline, job *batchv1.Job) (ctrl.Result, bool, error) {
+	const poll = 2 * time.Second
+	left := fmt.Sprintf("the state of pipeline %s/%s (uid %s) is left in etl_state and etl_runs", p.Namespace, p.Name, p.UID)
+	if job == nil {
+		want, err := BuildForgetJob(p, r.Config, r.Namespace)
+		if err != nil {
+			r.Recorder.Eventf(p, nil, corev1.EventTypeWarning, "StateNotRemoved", "Delete", "%s: %s", left, redact(err.Error()))
+			return ctrl.Result{}, true, nil
+		}
+		if err := r.Client.Create(ctx, want, client.FieldOwner(FieldOwner)); err != nil && !apierrors.IsAlreadyExists(err) {
+			return ctrl.Result{}, false, fmt.Errorf("create job %s/%s to remove the state of pipeline %s/%s: %w",
+				want.Namespace, want.Name, p.Namespace, p.Name, err)
+		}
+		return ctrl.Result{RequeueAfter: poll}, false, nil
+	}
+	outcome := jobOutcome(job)
+	age := r.now().Sub(job.CreationTimestamp.Time)
+	switch {
+	case outcome == JobSucceeded:
+		r.Recorder.Eventf(p, nil, corev1.EventTypeNormal, "StateRemoved", "Delete",
+			"removed the state of the pipeline (uid %s) from etl_state and etl_runs", p.UID)
+	case outcome == JobFailed:
+		r.Recorder.Eventf(p, nil, corev1.EventTypeWarning, "StateNotRemoved", "Delete", "%s: job %s failed: %s",
+			left, job.Name, redact(jobFailureMessage(job)))
+	case age > r.forgetDeadline():
+		r.Recorder.Eventf(p, nil, corev1.EventTypeWarning, "StateNotRemoved", "Delete", "%s: job %s did not finish within %s",
+			left, job.Name, r.forgetDeadline())
+	default:
+		return ctrl.Result{RequeueAfter: poll}, false, nil
+	}
+	if err := r.Client.Delete(ctx, job, client.PropagationPolicy(metav1.DeletePropagationBackground)); client.IgnoreNotFound(err) != nil {
+		return ctrl.Result{}, false, fmt.Errorf("delete job %s/%s of pipeline %s/%s: %w", job.Namespace, job.Name, p.Namespace, p.Name, err)
+	}
+	return ctrl.Result{}, true, nil
+}
+
+func (r *ETLPipelineReconciler) forgetDeadline() time.Duration {
+	if r.ForgetDeadline > 0 {
+		return r.ForgetDeadline
+	}
+	return 2 * time.Minute
 }
 
 // reconcileSpec validates the spec against the operator configuration. A problem is not

@@ -55,6 +55,19 @@ func jobsOf(ctx context.Context, p *etlv1.ETLPipeline) []batchv1.Job {
 	return list.Items
 }
 
+// waitForForgetJob waits for the Job that removes a deleted pipeline's state, once the Jobs of
+// its runs are gone.
+func waitForForgetJob(ctx context.Context, p *etlv1.ETLPipeline) batchv1.Job {
+	var forget batchv1.Job
+	Eventually(func(g Gomega) {
+		jobs := jobsOf(ctx, p)
+		g.Expect(jobs).To(HaveLen(1))
+		g.Expect(isForgetJob(&jobs[0])).To(BeTrue())
+		forget = jobs[0]
+	}, timeout, interval).Should(Succeed())
+	return forget
+}
+
 // phaseOf returns a function for Eventually that yields p's phase.
 func phaseOf(ctx context.Context, p *etlv1.ETLPipeline) func() etlv1.Phase {
 	return func() etlv1.Phase { return getPipeline(ctx, p).Status.Phase }
@@ -464,11 +477,34 @@ var _ = Describe("ETLPipeline reconciler", func() {
 		annotate(ctx, p, "second")
 		waitForRun(ctx, p, etlv1.TriggerAnnotation, 2)
 
+		uid := getPipeline(ctx, p).UID
 		Expect(k8sClient.Delete(ctx, p)).To(Succeed())
+		forget := waitForForgetJob(ctx, p)
+		Expect(forget.Labels[etlv1.LabelRunID]).To(Equal(forgetRunID(string(uid))))
+		Expect(forget.Spec.Template.Spec.Containers[0].Args).To(ContainElement("--forget"))
+		Consistently(func() bool {
+			return apierrors.IsNotFound(k8sClient.Get(ctx, client.ObjectKeyFromObject(p), &etlv1.ETLPipeline{}))
+		}, quiet, interval).Should(BeFalse(), "the pipeline waits for its state to be removed")
+
+		finishJob(ctx, forget.Name, false)
 		Eventually(func() []batchv1.Job { return jobsOf(ctx, p) }, timeout, interval).Should(BeEmpty())
 		Eventually(func() bool {
 			return apierrors.IsNotFound(k8sClient.Get(ctx, client.ObjectKeyFromObject(p), &etlv1.ETLPipeline{}))
 		}, timeout, interval).Should(BeTrue())
+	})
+
+	It("finishes a deletion whose state cannot be removed, with a warning", func() {
+		p := createPipeline(ctx, ns, "stateful", legacySpec())
+		run := waitForRun(ctx, p, etlv1.TriggerCreated, 1)
+		claim(ctx, p, run.ID)
+		reportEnd(ctx, p, run.ID, etlv1.PhaseIdle)
+		Expect(k8sClient.Delete(ctx, p)).To(Succeed())
+		forget := waitForForgetJob(ctx, p)
+		finishJob(ctx, forget.Name, true)
+		Eventually(func() bool {
+			return apierrors.IsNotFound(k8sClient.Get(ctx, client.ObjectKeyFromObject(p), &etlv1.ETLPipeline{}))
+		}, timeout, interval).Should(BeTrue())
+		Eventually(func() []batchv1.Job { return jobsOf(ctx, p) }, timeout, interval).Should(BeEmpty())
 	})
 
 	It("makes zero API writes for a pipeline at rest", func() {

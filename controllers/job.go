@@ -262,56 +262,126 @@ func BuildRunnerJob(in RunnerJobParams) (*batchv1.Job, error) {
 			// Never two pods of a run at once: a replacement starts only once the old pod is gone.
 			PodReplacementPolicy:    ptr.To(batchv1.Failed),
 			TTLSecondsAfterFinished: ptr.To(jobTTL),
-			PodFailurePolicy: &batchv1.PodFailurePolicy{Rules: []batchv1.PodFailurePolicyRule{
-				{
-					// A business error or a fenced runner will fail the same way again: no retry.
-					Action: batchv1.PodFailurePolicyActionFailJob,
-					OnExitCodes: &batchv1.PodFailurePolicyOnExitCodesRequirement{
-						ContainerName: ptr.To(runnerContainer),
-						Operator:      batchv1.PodFailurePolicyOnExitCodesOpIn,
-						Values:        []int32{configv1.ExitBusiness, configv1.ExitFenced},
-					},
-				},
-				{
-					// An eviction or preemption is not the runner's fault: it does not count.
-					Action:          batchv1.PodFailurePolicyActionIgnore,
-					OnPodConditions: []batchv1.PodFailurePolicyOnPodConditionsPattern{{Type: corev1.DisruptionTarget, Status: corev1.ConditionTrue}},
-				},
-			}},
-			Template: corev1.PodTemplateSpec{
-				ObjectMeta: metav1.ObjectMeta{Labels: labels},
-				Spec: corev1.PodSpec{
-					RestartPolicy:      corev1.RestartPolicyNever,
-					ServiceAccountName: cfg.Runner.ServiceAccountName,
-					// The runner patches the pipeline's status with this account's token.
-					AutomountServiceAccountToken: ptr.To(true),
-					SecurityContext: &corev1.PodSecurityContext{
-						RunAsNonRoot:   ptr.To(true),
-						SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
-					},
-					Containers: []corev1.Container{{
-						Name:            runnerContainer,
-						Image:           cfg.Runner.Image,
-						ImagePullPolicy: corev1.PullPolicy(cfg.Runner.ImagePullPolicy),
-						Args:            []string{"runner", "--config", configv1.DefaultConfigPath},
-						Env:             env,
-						VolumeMounts:    mounts,
-						// The runner's last words (or its last log lines) explain a failed Job.
-						TerminationMessagePolicy: corev1.TerminationMessageFallbackToLogsOnError,
-						SecurityContext: &corev1.SecurityContext{
-							RunAsNonRoot:             ptr.To(true),
-							ReadOnlyRootFilesystem:   ptr.To(true),
-							AllowPrivilegeEscalation: ptr.To(false),
-							Capabilities:             &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
-							SeccompProfile:           &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
-						},
-					}},
-					Volumes: volumes,
-				},
-			},
+			PodFailurePolicy:        runnerFailurePolicy(),
+			Template:                runnerPod(cfg, labels, []string{"runner", "--config", configv1.DefaultConfigPath}, env, volumes, mounts),
 		},
 	}
 	return job, nil
+}
+
+// runnerFailurePolicy fails a runner Job at once on a business error or a fenced runner, and
+// does not count an eviction.
+func runnerFailurePolicy() *batchv1.PodFailurePolicy {
+	return &batchv1.PodFailurePolicy{Rules: []batchv1.PodFailurePolicyRule{
+		{
+			// A business error or a fenced runner will fail the same way again: no retry.
+			Action: batchv1.PodFailurePolicyActionFailJob,
+			OnExitCodes: &batchv1.PodFailurePolicyOnExitCodesRequirement{
+				ContainerName: ptr.To(runnerContainer),
+				Operator:      batchv1.PodFailurePolicyOnExitCodesOpIn,
+				Values:        []int32{configv1.ExitBusiness, configv1.ExitFenced},
+			},
+		},
+		{
+			// An eviction or preemption is not the runner's fault: it does not count.
+			Action:          batchv1.PodFailurePolicyActionIgnore,
+			OnPodConditions: []batchv1.PodFailurePolicyOnPodConditionsPattern{{Type: corev1.DisruptionTarget, Status: corev1.ConditionTrue}},
+		},
+	}}
+}
+
+// runnerPod is the pod template of a runner Job: the runner container, hardened, with the
+// given arguments, environment and volumes.
+func runnerPod(cfg *configv1.OperatorConfig, labels map[string]string, args []string, env []corev1.EnvVar,
+	volumes []corev1.Volume, mounts []corev1.VolumeMount) corev1.PodTemplateSpec {
+	return corev1.PodTemplateSpec{
+		ObjectMeta: metav1.ObjectMeta{Labels: labels},
+		Spec: corev1.PodSpec{
+			RestartPolicy:      corev1.RestartPolicyNever,
+			ServiceAccountName: cfg.Runner.ServiceAccountName,
+			// The runner patches the pipeline's status with this account's token.
+			AutomountServiceAccountToken: ptr.To(true),
+			SecurityContext: &corev1.PodSecurityContext{
+				RunAsNonRoot:   ptr.To(true),
+				SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
+			},
+			Containers: []corev1.Container{{
+				Name:            runnerContainer,
+				Image:           cfg.Runner.Image,
+				ImagePullPolicy: corev1.PullPolicy(cfg.Runner.ImagePullPolicy),
+				Args:            args,
+				Env:             env,
+				VolumeMounts:    mounts,
+				// The runner's last words (or its last log lines) explain a failed Job.
+				TerminationMessagePolicy: corev1.TerminationMessageFallbackToLogsOnError,
+				SecurityContext: &corev1.SecurityContext{
+					RunAsNonRoot:             ptr.To(true),
+					ReadOnlyRootFilesystem:   ptr.To(true),
+					AllowPrivilegeEscalation: ptr.To(false),
+					Capabilities:             &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
+					SeccompProfile:           &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
+				},
+			}},
+			Volumes: volumes,
+		},
+	}
+}
+
+// forgetRunPrefix starts the run-id label of a pipeline's forget Job, which removes the state
+// of the deleted pipeline from the state database.
+const forgetRunPrefix = "forget-"
+
+// forgetRunID is the run id of the forget Job of the pipeline with uid: a pipeline of the same
+// name created and deleted again gets a Job of its own.
+func forgetRunID(uid string) string { return forgetRunPrefix + shortHash(uid, 8) }
+
+// isForgetJob tells a forget Job from the Jobs of runs.
+func isForgetJob(job *batchv1.Job) bool {
+	return strings.HasPrefix(job.Labels[etlv1.LabelRunID], forgetRunPrefix)
+}
+
+// BuildForgetJob builds the Job that removes a deleted pipeline's rows from etl_state and
+// etl_runs (`sluice runner --forget`). It gets the state database's DSN and nothing else. Pure,
+// like BuildRunnerJob.
+func BuildForgetJob(p *etlv1.ETLPipeline, cfg *configv1.OperatorConfig, namespace string) (*batchv1.Job, error) {
+	conn := cfg.PostgresConnection(cfg.StateConnection)
+	if conn == nil {
+		return nil, fmt.Errorf("pipeline %s/%s: state connection %q is not configured", p.Namespace, p.Name, cfg.StateConnection)
+	}
+	runID := forgetRunID(string(p.UID))
+	env := []corev1.EnvVar{
+		{Name: configv1.EnvPipelineNamespace, Value: p.Namespace},
+		{Name: configv1.EnvPipelineName, Value: p.Name},
+		{Name: configv1.EnvPipelineUID, Value: string(p.UID)},
+		{Name: configv1.PostgresDSNEnv(conn.Name), ValueFrom: &corev1.EnvVarSource{SecretKeyRef: &corev1.SecretKeySelector{
+			LocalObjectReference: corev1.LocalObjectReference{Name: conn.DSNSecret.Name}, Key: conn.DSNSecret.Key,
+		}}},
+	}
+	volumes := []corev1.Volume{{Name: "config", VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{
+		LocalObjectReference: corev1.LocalObjectReference{Name: cfg.Runner.ConfigMapName},
+		Items:                []corev1.KeyToPath{{Key: cfg.Runner.ConfigMapKey, Path: path.Base(configv1.DefaultConfigPath)}},
+	}}}}
+	mounts := []corev1.VolumeMount{
+		{Name: "config", MountPath: configv1.DefaultConfigPath, SubPath: path.Base(configv1.DefaultConfigPath), ReadOnly: true},
+	}
+	labels := jobLabels(p, runID)
+	return &batchv1.Job{
+		TypeMeta: metav1.TypeMeta{APIVersion: batchv1.SchemeGroupVersion.String(), Kind: "Job"},
+		ObjectMeta: metav1.ObjectMeta{
+			Name:        JobName(p.Namespace, p.Name, runID),
+			Namespace:   namespace,
+			Labels:      labels,
+			Annotations: map[string]string{etlv1.AnnotationPipeline: p.Namespace + "/" + p.Name},
+		},
+		Spec: batchv1.JobSpec{
+			BackoffLimit:            ptr.To(int32(2)),
+			PodReplacementPolicy:    ptr.To(batchv1.Failed),
+			TTLSecondsAfterFinished: ptr.To(jobTTL),
+			PodFailurePolicy:        runnerFailurePolicy(),
+			Template: runnerPod(cfg, labels, []string{"runner", "--config", configv1.DefaultConfigPath, "--forget"},
+				env, volumes, mounts),
+		},
+	}, nil
 }
 
 // jobOutcome judges a Job by its Complete and Failed conditions, never by its counters.

@@ -2,6 +2,7 @@ package controllers
 
 import (
 	"encoding/json"
+	"slices"
 	"strings"
 	"testing"
 
@@ -346,5 +347,41 @@ func TestJobOutcome(t *testing.T) {
 		if got := jobOutcome(tc.job); got != tc.want {
 			t.Errorf("%s: jobOutcome = %s, want %s", tc.name, got, tc.want)
 		}
+	}
+}
+
+func TestBuildForgetJob(t *testing.T) {
+	cfg := testConfig()
+	p := newPipeline("team-a", "orders", legacySpec())
+	job, err := BuildForgetJob(p, cfg, "sluice-system")
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, _ := BuildForgetJob(p, cfg, "sluice-system")
+	if !equality.Semantic.DeepEqual(job, again) {
+		t.Fatal("BuildForgetJob is not deterministic")
+	}
+	if !isForgetJob(job) || job.Namespace != "sluice-system" || job.Annotations[etlv1.AnnotationPipeline] != "team-a/orders" {
+		t.Fatalf("job %s/%s labels %v annotations %v", job.Namespace, job.Name, job.Labels, job.Annotations)
+	}
+	other := newPipeline("team-a", "orders", legacySpec())
+	other.UID = "another-uid"
+	if o, _ := BuildForgetJob(other, cfg, "sluice-system"); o.Name == job.Name {
+		t.Fatalf("a re-created pipeline's forget job reuses the name %s", job.Name)
+	}
+	c := job.Spec.Template.Spec.Containers[0]
+	if !slices.Contains(c.Args, "--forget") {
+		t.Fatalf("args %v", c.Args)
+	}
+	env := envMap(c)
+	if env[configv1.EnvPipelineUID].Value != string(p.UID) || env[configv1.EnvPipelineName].Value != "orders" {
+		t.Fatalf("env %v", env)
+	}
+	// Only the state database's credentials: not the source's, not a sink's.
+	if r := secretRef(t, env, configv1.PostgresDSNEnv("state")); r.Name != "state-dsn" {
+		t.Fatalf("state DSN from %s", r.Name)
+	}
+	if _, ok := env[configv1.PostgresDSNEnv("warehouse")]; ok || len(env) != 4 {
+		t.Fatalf("env %v, want the pipeline's identity and the state DSN only", env)
 	}
 }

@@ -438,3 +438,40 @@ func (s *Store) Finish(ctx context.Context, epoch int64, runID string, end End) 
 	}
 	return nil
 }
+
+// Forget removes the state of a deleted pipeline: its etl_state row and its run log, as long
+// as they are its own (the UID it recorded, or none when written before identities). State
+// that a newer pipeline of the same name already claimed is left to it. It returns the number
+// of rows removed. The caller holds the pipeline's lock, so no runner of it is writing.
+func (s *Store) Forget(ctx context.Context) (int64, error) {
+	if s.p.UID == "" {
+		return 0, errors.New("forget pipeline state: the pipeline's uid is required")
+	}
+	var exists bool
+	if err := s.conn.QueryRow(ctx, `SELECT to_regclass('etl.etl_state') IS NOT NULL`).Scan(&exists); err != nil {
+		return 0, fmt.Errorf("forget state of pipeline %s: %w", s.p, err)
+	}
+	if !exists {
+		return 0, nil // no run ever reached this state database
+	}
+	tx, err := s.conn.Begin(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("forget state of pipeline %s: %w", s.p, err)
+	}
+	defer func() { _ = tx.Rollback(ctx) }()
+	var n int64
+	for _, stmt := range []string{
+		`DELETE FROM etl.etl_state WHERE namespace = $1 AND name = $2 AND (pipeline_uid = $3 OR pipeline_uid IS NULL)`,
+		`DELETE FROM etl.etl_runs WHERE namespace = $1 AND name = $2 AND (pipeline_uid = $3 OR pipeline_uid IS NULL)`,
+	} {
+		tag, err := tx.Exec(ctx, stmt, s.p.Namespace, s.p.Name, s.p.UID)
+		if err != nil {
+			return 0, fmt.Errorf("forget state of pipeline %s: %w", s.p, err)
+		}
+		n += tag.RowsAffected()
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return 0, fmt.Errorf("forget state of pipeline %s: commit: %w", s.p, err)
+	}
+	return n, nil
+}

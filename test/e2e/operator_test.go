@@ -31,6 +31,7 @@ var allowedTables = []string{
 	"analytics.orders_paused",
 	"analytics.orders_crashed",
 	"analytics.orders_followed",
+	"analytics.orders_full",
 }
 
 // suiteDSN is the database of the suite's own (testenv.NewPostgresDB): the operator

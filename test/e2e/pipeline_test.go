@@ -234,12 +234,9 @@ var _ = Describe("ETLPipelines on the local cluster", func() {
 		createOrders("orders_paused", rows)
 		apply(ns, pipelineYAML("paused", "orders_paused", 1000, ""))
 		phases := recordPhases(ns, "paused")
-		Eventually(func(g Gomega) {
-			p, err := getPipeline(ns, "paused")
-			g.Expect(err).NotTo(HaveOccurred())
-			g.Expect(p.Status.Phase).To(Equal(etlv1.PhaseRunning))
-			g.Expect(p.Status.Run.RowsWritten).To(BeNumerically(">", 0))
-		}).WithTimeout(60 * time.Second).WithPolling(poll).Should(Succeed())
+		// The pause is asked for as soon as the runner claimed the run: it takes effect at the
+		// runner's next look at the pipeline, a second later, in the middle of the run.
+		Eventually(phaseOf(ns, "paused")).WithTimeout(60 * time.Second).WithPolling(poll).Should(Equal(etlv1.PhaseRunning))
 
 		By("kubectl patch desiredState Paused mid-run")
 		mustKubectl("patch", "etlp", "paused", "-n", ns, "--type", "merge", "-p", `{"spec":{"desiredState":"Paused"}}`)
@@ -273,6 +270,49 @@ var _ = Describe("ETLPipelines on the local cluster", func() {
 		Expect(p.Status.Run.RowsRead).To(Equal(rows-sinkRows), "the resumed run reads only what follows the checkpoint")
 		expectSame("orders_paused")
 		expectCheckpointAtSinkEnd("orders_paused", p.Status.Checkpoint)
+	})
+
+	It("resumes a paused Full run from its checkpoint, and a re-created pipeline reads its source from the start", func() {
+		const rows = 600000
+		createOrders("orders_full", rows)
+		full := strings.Replace(pipelineYAML("backfill", "orders_full", 1000, ""), "mode: Incremental", "mode: Full", 1)
+		apply(ns, full)
+		Eventually(phaseOf(ns, "backfill")).WithTimeout(60 * time.Second).WithPolling(poll).Should(Equal(etlv1.PhaseRunning))
+		By("kubectl patch desiredState Paused mid-backfill")
+		mustKubectl("patch", "etlp", "backfill", "-n", ns, "--type", "merge", "-p", `{"spec":{"desiredState":"Paused"}}`)
+		Eventually(phaseOf(ns, "backfill")).WithTimeout(60 * time.Second).WithPolling(poll).Should(Equal(etlv1.PhasePaused))
+		paused, err := getPipeline(ns, "backfill")
+		Expect(err).NotTo(HaveOccurred())
+		sinkRows, err := queryInt("SELECT count(*) FROM analytics.orders_full")
+		Expect(err).NotTo(HaveOccurred())
+		_, _ = fmt.Fprintf(GinkgoWriter, "backfill paused after %d of %d rows\n", sinkRows, rows)
+		Expect(sinkRows).To(BeNumerically("<", rows), "paused before the end")
+		Expect(paused.Status.Checkpoint).NotTo(BeNil())
+
+		By("kubectl patch desiredState Running: the generation moved, the backfill continues")
+		mustKubectl("patch", "etlp", "backfill", "-n", ns, "--type", "merge", "-p", `{"spec":{"desiredState":"Running"}}`)
+		p := waitIdleAndReady(ns, "backfill")
+		Expect(p.Generation).To(BeEquivalentTo(3))
+		Expect(p.Status.Run.Trigger).To(Equal(etlv1.TriggerResume))
+		Expect(p.Status.Run.RowsRead).To(Equal(rows-sinkRows), "the resumed backfill reads only what follows its checkpoint")
+		expectSame("orders_full")
+
+		By("an Incremental pipeline, deleted and created again under the same name into an emptied table")
+		incremental := pipelineYAML("recreated", "orders_full", 5000, "")
+		apply(ns, incremental)
+		first := waitIdleAndReady(ns, "recreated")
+		Expect(first.Status.Run.RowsRead).To(BeEquivalentTo(rows))
+		mustKubectl("delete", "etlp", "recreated", "-n", ns, "--timeout=60s")
+		left, err := queryInt(`SELECT (SELECT count(*) FROM etl.etl_state WHERE namespace = $1 AND name = 'recreated')
+			+ (SELECT count(*) FROM etl.etl_runs WHERE namespace = $1 AND name = 'recreated')`, ns)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(left).To(BeZero(), "the deleted pipeline's state rows are gone")
+		execSQL("TRUNCATE analytics.orders_full")
+		apply(ns, incremental)
+		second := waitIdleAndReady(ns, "recreated")
+		Expect(second.UID).NotTo(Equal(first.UID))
+		Expect(second.Status.Run.RowsRead).To(BeEquivalentTo(rows), "the new pipeline starts from an empty checkpoint")
+		expectSame("orders_full")
 	})
 
 	It("carries a run on in a replacement pod after its runner process is killed, and the sink is exact", func() {

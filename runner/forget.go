@@ -1,0 +1,76 @@
+package runner
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	configv1 "github.com/sluice-dev/sluice/api/config/v1alpha1"
+	etlv1 "github.com/sluice-dev/sluice/api/v1alpha1"
+	"github.com/sluice-dev/sluice/runner/failure"
+	"github.com/sluice-dev/sluice/runner/state"
+)
+
+// ForgetParams are the inputs of `sluice runner --forget`, which the manager runs when a
+// pipeline is deleted.
+type ForgetParams struct {
+	Config    *configv1.OperatorConfig
+	Pipeline  state.Pipeline
+	LookupEnv func(string) (string, bool)
+	Log       *slog.Logger
+	// LockWait bounds the wait for a runner of the pipeline that is still stopping.
+	LockWait time.Duration
+}
+
+// Forget removes a deleted pipeline's rows from etl_state and etl_runs, under the pipeline's
+// lock, so that no runner still stopping writes after it. It returns the exit code: ExitOK,
+// ExitInfra (the state database could not be reached: the Job retries) or ExitBusiness.
+func Forget(ctx context.Context, p ForgetParams) int {
+	log := p.Log
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	n, err := forget(ctx, p)
+	if err != nil {
+		scrub := &scrubber{}
+		if p.Config != nil {
+			if dsn, ok := p.LookupEnv(configv1.PostgresDSNEnv(p.Config.StateConnection)); ok {
+				scrub = newScrubber(map[string]string{p.Config.StateConnection: dsn})
+			}
+		}
+		log.Error("cannot remove the state of the deleted pipeline", "pipeline", p.Pipeline.String(), "error", scrub.scrub(err.Error()))
+		if failure.Classify(err) == etlv1.ErrorInfra || failure.IsFenced(err) {
+			return configv1.ExitInfra
+		}
+		return configv1.ExitBusiness
+	}
+	log.Info("state of the deleted pipeline removed", "pipeline", p.Pipeline.String(), "uid", p.Pipeline.UID, "rows", n)
+	return configv1.ExitOK
+}
+
+func forget(ctx context.Context, p ForgetParams) (int64, error) {
+	if p.Config == nil {
+		return 0, failure.Business(errors.New("no operator configuration"))
+	}
+	name := p.Config.StateConnection
+	dsn, ok := p.LookupEnv(configv1.PostgresDSNEnv(name))
+	if !ok || dsn == "" {
+		return 0, failure.Business(fmt.Errorf("state connection %q: environment variable %s is not set", name, configv1.PostgresDSNEnv(name)))
+	}
+	conn, err := connect(ctx, name, dsn, appName(p.Pipeline), false)
+	if err != nil {
+		return 0, err
+	}
+	defer func() { _ = conn.Close(context.WithoutCancel(ctx)) }()
+	store := state.New(conn, p.Pipeline)
+	wait := p.LockWait
+	if wait <= 0 {
+		wait = 30 * time.Second
+	}
+	if err := store.Lock(ctx, wait, nil); err != nil {
+		return 0, err
+	}
+	return store.Forget(ctx)
+}

@@ -1,0 +1,52 @@
+package runner
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	configv1 "github.com/sluice-dev/sluice/api/config/v1alpha1"
+	"github.com/sluice-dev/sluice/runner/state"
+)
+
+// TestForgetRemovesOnlyTheDeletedPipelinesState: the state of a deleted pipeline goes; a
+// pipeline created again under the same name keeps what it has claimed since.
+func TestForgetRemovesOnlyTheDeletedPipelinesState(t *testing.T) {
+	db := newTestDB(t, "main")
+	createSource(t, db, 100)
+	createTarget(t, db, "items")
+	old := state.Pipeline{Namespace: "tenant", Name: "items", UID: "uid-old"}
+	r := &inProcess{cfg: testConfig(db), env: envOf(db), pipeline: old, spec: specJSON(t, specOpts{sourceConn: "main", batch: 10})}
+	requireOutcome(t, r.run(t), OutcomeIdle, configv1.ExitOK)
+	rows := func() int64 {
+		return db.queryInt(t, `SELECT (SELECT count(*) FROM etl.etl_state WHERE name = 'items') + (SELECT count(*) FROM etl.etl_runs WHERE name = 'items')`)
+	}
+	lookup := func(k string) (string, bool) { v, ok := r.env[k]; return v, ok }
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+
+	// A re-created pipeline claimed the name before the old one's forget Job ran: nothing of it goes.
+	r.pipeline, r.runID = state.Pipeline{Namespace: "tenant", Name: "items", UID: "uid-new"}, "run-new"
+	requireOutcome(t, r.run(t), OutcomeIdle, configv1.ExitOK)
+	before := rows()
+	if code := Forget(ctx, ForgetParams{Config: r.cfg, Pipeline: old, LookupEnv: lookup}); code != configv1.ExitOK {
+		t.Fatalf("Forget exit %d", code)
+	}
+	if rows() != before {
+		t.Fatalf("forgetting the old pipeline removed the new one's state: %d rows, had %d", rows(), before)
+	}
+	if code := Forget(ctx, ForgetParams{Config: r.cfg, Pipeline: r.pipeline, LookupEnv: lookup}); code != configv1.ExitOK {
+		t.Fatalf("Forget exit %d", code)
+	}
+	if n := rows(); n != 0 {
+		t.Fatalf("%d state rows left after the pipeline was forgotten", n)
+	}
+	// A state database no run ever reached has nothing to forget.
+	empty := newTestDB(t, "main")
+	if code := Forget(ctx, ForgetParams{Config: testConfig(empty), Pipeline: old, LookupEnv: func(k string) (string, bool) {
+		v, ok := envOf(empty)[k]
+		return v, ok
+	}}); code != configv1.ExitOK {
+		t.Fatalf("Forget on an empty state database: exit %d", code)
+	}
+}
