@@ -2,6 +2,7 @@ package controllers
 
 import (
 	"context"
+	"time"
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
@@ -69,7 +70,23 @@ var _ = Describe("ETLPipeline admission", func() {
 		Entry("a key column that is not an identifier", legacySpec, func(s *etlv1.ETLPipelineSpec) { s.Source.Cursor.KeyColumns = []string{"id; drop"} }, "spec.source.cursor.keyColumns"),
 		Entry("a bad connection name", legacySpec, func(s *etlv1.ETLPipelineSpec) { s.Source.Connection = "Ware_House" }, "spec.source.connection"),
 		Entry("too many retries", legacySpec, func(s *etlv1.ETLPipelineSpec) { s.Retry.Attempts = 11 }, "spec.retry.attempts"),
+		Entry("a negative cursor lag", legacySpec, func(s *etlv1.ETLPipelineSpec) {
+			s.Source.Cursor.Lag = &metav1.Duration{Duration: -time.Second}
+		}, "spec.source.cursor.lag"),
+		Entry("a cursor lag beyond a week", legacySpec, func(s *etlv1.ETLPipelineSpec) {
+			s.Source.Cursor.Lag = &metav1.Duration{Duration: 200 * time.Hour}
+		}, "spec.source.cursor.lag"),
+		Entry("a cursor lag on a Full pipeline", legacySpec, func(s *etlv1.ETLPipelineSpec) {
+			s.Mode = etlv1.ModeFull
+			s.Source.Cursor.Lag = &metav1.Duration{Duration: time.Minute}
+		}, "spec.source.cursor.lag"),
 	)
+
+	It("accepts a cursor lag on an Incremental pipeline", func() {
+		spec := legacySpec()
+		spec.Source.Cursor.Lag = &metav1.Duration{Duration: 30 * time.Second}
+		Expect(create(spec)).To(Succeed())
+	})
 
 	It("rejects batchSize 0 sent explicitly", func() {
 		// The Go type omits a zero batchSize, which the API server then defaults; a client

@@ -239,7 +239,7 @@ func (r *ETLPipelineReconciler) forgetState(ctx context.Context, p *etlv1.ETLPip
 	const poll = 2 * time.Second
 	left := fmt.Sprintf("the state of pipeline %s/%s (uid %s) is left in etl_state and etl_runs", p.Namespace, p.Name, p.UID)
 	if job == nil {
-		want, err := BuildForgetJob(p, r.Config, r.Namespace)
+		want, err := BuildForgetJob(p, r.Config, r.Namespace, r.forgetDeadline())
 		if err != nil {
 			r.Recorder.Eventf(p, nil, corev1.EventTypeWarning, "StateNotRemoved", "Delete", "%s: %s", left, redact(err.Error()))
 			return ctrl.Result{}, true, nil
@@ -250,6 +250,8 @@ func (r *ETLPipelineReconciler) forgetState(ctx context.Context, p *etlv1.ETLPip
 		}
 		return ctrl.Result{RequeueAfter: poll}, false, nil
 	}
+	// The finished Job is left to its TTL rather than deleted here: should removing the
+	// finalizer fail, the next pass finds the same verdict instead of starting another Job.
 	outcome := jobOutcome(job)
 	age := r.now().Sub(job.CreationTimestamp.Time)
 	switch {
@@ -264,9 +266,6 @@ func (r *ETLPipelineReconciler) forgetState(ctx context.Context, p *etlv1.ETLPip
 			left, job.Name, r.forgetDeadline())
 	default:
 		return ctrl.Result{RequeueAfter: poll}, false, nil
-	}
-	if err := r.Client.Delete(ctx, job, client.PropagationPolicy(metav1.DeletePropagationBackground)); client.IgnoreNotFound(err) != nil {
-		return ctrl.Result{}, false, fmt.Errorf("delete job %s/%s of pipeline %s/%s: %w", job.Namespace, job.Name, p.Namespace, p.Name, err)
 	}
 	return ctrl.Result{}, true, nil
 }

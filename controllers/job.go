@@ -327,6 +327,9 @@ func runnerPod(cfg *configv1.OperatorConfig, labels map[string]string, args []st
 	}
 }
 
+// forgetTTL keeps a finished forget Job (and its pod's log) for ten minutes.
+const forgetTTL = int32(10 * 60)
+
 // forgetRunPrefix starts the run-id label of a pipeline's forget Job, which removes the state
 // of the deleted pipeline from the state database.
 const forgetRunPrefix = "forget-"
@@ -343,7 +346,10 @@ func isForgetJob(job *batchv1.Job) bool {
 // BuildForgetJob builds the Job that removes a deleted pipeline's rows from etl_state and
 // etl_runs (`sluice runner --forget`). It gets the state database's DSN and nothing else. Pure,
 // like BuildRunnerJob.
-func BuildForgetJob(p *etlv1.ETLPipeline, cfg *configv1.OperatorConfig, namespace string) (*batchv1.Job, error) {
+//
+// The Job stops by itself after deadline (the deletion goes on without it then) and is
+// collected forgetTTL after it finished.
+func BuildForgetJob(p *etlv1.ETLPipeline, cfg *configv1.OperatorConfig, namespace string, deadline time.Duration) (*batchv1.Job, error) {
 	conn := cfg.PostgresConnection(cfg.StateConnection)
 	if conn == nil {
 		return nil, fmt.Errorf("pipeline %s/%s: state connection %q is not configured", p.Namespace, p.Name, cfg.StateConnection)
@@ -376,7 +382,8 @@ func BuildForgetJob(p *etlv1.ETLPipeline, cfg *configv1.OperatorConfig, namespac
 		Spec: batchv1.JobSpec{
 			BackoffLimit:            ptr.To(int32(2)),
 			PodReplacementPolicy:    ptr.To(batchv1.Failed),
-			TTLSecondsAfterFinished: ptr.To(jobTTL),
+			ActiveDeadlineSeconds:   ptr.To(int64(deadline.Seconds())),
+			TTLSecondsAfterFinished: ptr.To(forgetTTL),
 			PodFailurePolicy:        runnerFailurePolicy(),
 			Template: runnerPod(cfg, labels, []string{"runner", "--config", configv1.DefaultConfigPath, "--forget"},
 				env, volumes, mounts),

@@ -5,11 +5,13 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	"k8s.io/apimachinery/pkg/util/validation"
+	"k8s.io/utils/ptr"
 
 	configv1 "github.com/sluice-dev/sluice/api/config/v1alpha1"
 	etlv1 "github.com/sluice-dev/sluice/api/v1alpha1"
@@ -353,11 +355,11 @@ func TestJobOutcome(t *testing.T) {
 func TestBuildForgetJob(t *testing.T) {
 	cfg := testConfig()
 	p := newPipeline("team-a", "orders", legacySpec())
-	job, err := BuildForgetJob(p, cfg, "sluice-system")
+	job, err := BuildForgetJob(p, cfg, "sluice-system", time.Minute)
 	if err != nil {
 		t.Fatal(err)
 	}
-	again, _ := BuildForgetJob(p, cfg, "sluice-system")
+	again, _ := BuildForgetJob(p, cfg, "sluice-system", time.Minute)
 	if !equality.Semantic.DeepEqual(job, again) {
 		t.Fatal("BuildForgetJob is not deterministic")
 	}
@@ -366,8 +368,11 @@ func TestBuildForgetJob(t *testing.T) {
 	}
 	other := newPipeline("team-a", "orders", legacySpec())
 	other.UID = "another-uid"
-	if o, _ := BuildForgetJob(other, cfg, "sluice-system"); o.Name == job.Name {
+	if o, _ := BuildForgetJob(other, cfg, "sluice-system", time.Minute); o.Name == job.Name {
 		t.Fatalf("a re-created pipeline's forget job reuses the name %s", job.Name)
+	}
+	if ptr.Deref(job.Spec.ActiveDeadlineSeconds, 0) != 60 || ptr.Deref(job.Spec.TTLSecondsAfterFinished, 0) == 0 {
+		t.Fatalf("deadline %v, ttl %v: the Job must stop by itself and be collected", job.Spec.ActiveDeadlineSeconds, job.Spec.TTLSecondsAfterFinished)
 	}
 	c := job.Spec.Template.Spec.Containers[0]
 	if !slices.Contains(c.Args, "--forget") {
