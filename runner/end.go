@@ -96,7 +96,7 @@ func (e *executor) recordFailure(ctx context.Context, s *session, class etlv1.Er
 	if s != nil && !s.state.IsClosed() {
 		store = s.store
 	} else {
-		conn, err := connect(cctx, e.pl.stateConn, e.pl.dsns[e.pl.stateConn], appName(e.p.Pipeline), false)
+		conn, err := connect(cctx, e.pl.stateConn, e.pl.dsns[e.pl.stateConn], appName(e.p.Pipeline), false, e.pl.session)
 		if err != nil {
 			e.log.Warn("cannot record the failed run", "error", e.scrub.scrub(err.Error()))
 			return

@@ -59,7 +59,7 @@ func forget(ctx context.Context, p ForgetParams) (int64, error) {
 	if !ok || dsn == "" {
 		return 0, failure.Business(fmt.Errorf("state connection %q: environment variable %s is not set", name, configv1.PostgresDSNEnv(name)))
 	}
-	conn, err := connect(ctx, name, dsn, appName(p.Pipeline), false)
+	conn, err := connect(ctx, name, dsn, appName(p.Pipeline), false, p.Config.Runner.Postgres.SessionParams())
 	if err != nil {
 		return 0, err
 	}

@@ -42,7 +42,9 @@ type plan struct {
 	// stream and fullStream fingerprint the stream and a Full run's output (identity.go).
 	stream, fullStream string
 	// lag is spec.source.cursor.lag.
-	lag       time.Duration
+	lag time.Duration
+	// session are the settings of every Postgres session (runner.postgres).
+	session   map[string]string
 	batchSize int
 	retry     retryPolicy
 
@@ -62,7 +64,7 @@ func makePlan(cfg *configv1.OperatorConfig, specJSON, generation string, lookupE
 	if strings.TrimSpace(specJSON) == "" {
 		return nil, failure.Business(fmt.Errorf("spec snapshot %s is empty", configv1.EnvSpec))
 	}
-	p := &plan{cfg: cfg, lookupEnv: lookupEnv}
+	p := &plan{cfg: cfg, lookupEnv: lookupEnv, session: cfg.Runner.Postgres.SessionParams()}
 	dec := json.NewDecoder(bytes.NewReader([]byte(specJSON)))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&p.spec); err != nil {

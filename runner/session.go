@@ -63,12 +63,19 @@ func (s *session) close() {
 const connectTimeout = 10 * time.Second
 
 // connect opens a connection named for the runner (tests and DBAs find it by
-// application_name). A source connection is read-only: the reader query can never write.
-func connect(ctx context.Context, name, dsn, appName string, readOnly bool) (*pgx.Conn, error) {
+// application_name), with the session settings of the operator configuration
+// (runner.postgres: timeouts, keepalives). A source connection is read-only: the reader query
+// can never write.
+func connect(ctx context.Context, name, dsn, appName string, readOnly bool, params map[string]string) (*pgx.Conn, error) {
 	cfg, err := pgx.ParseConfig(dsn)
 	if err != nil {
 		// The parse error quotes the DSN; say which connection instead.
 		return nil, fmt.Errorf("connection %q: the DSN does not parse", name)
+	}
+	for k, v := range params {
+		if _, set := cfg.RuntimeParams[k]; !set {
+			cfg.RuntimeParams[k] = v // the DSN's own settings win
+		}
 	}
 	cfg.RuntimeParams["application_name"] = appName
 	if readOnly {
@@ -98,10 +105,10 @@ func (e *executor) open(ctx context.Context) (_ *session, err error) {
 		}
 	}()
 	app := appName(e.p.Pipeline)
-	if s.state, err = connect(ctx, pl.stateConn, pl.dsns[pl.stateConn], app, false); err != nil {
+	if s.state, err = connect(ctx, pl.stateConn, pl.dsns[pl.stateConn], app, false, pl.session); err != nil {
 		return nil, err
 	}
-	if s.src, err = connect(ctx, pl.sourceConn, pl.dsns[pl.sourceConn], app, true); err != nil {
+	if s.src, err = connect(ctx, pl.sourceConn, pl.dsns[pl.sourceConn], app, true, pl.session); err != nil {
 		return nil, err
 	}
 	source.RegisterTypes(s.src.TypeMap())
@@ -109,7 +116,7 @@ func (e *executor) open(ctx context.Context) (_ *session, err error) {
 	// batches in flight on it (pipeline mode) while the state connection stays free for
 	// bookkeeping and holds the pipeline's lock.
 	if pl.target.Kind == etlv1.SinkPostgres {
-		if s.sinkConn, err = connect(ctx, pl.sinkConn, pl.dsns[pl.sinkConn], app, false); err != nil {
+		if s.sinkConn, err = connect(ctx, pl.sinkConn, pl.dsns[pl.sinkConn], app, false, pl.session); err != nil {
 			return nil, err
 		}
 	}

@@ -91,13 +91,22 @@ func Classify(err error) etlv1.ErrorClass {
 	return etlv1.ErrorBusiness
 }
 
-// ClassifySQLState maps a Postgres SQLSTATE to an error class. Connection exceptions (08),
-// transaction rollbacks such as serialization failures and deadlocks (40), insufficient
-// resources (53), operator intervention such as a terminated backend or a shutdown (57),
-// system errors (58) and lock timeouts (55P03) pass with time; everything else (syntax,
-// undefined objects, data exceptions, constraint violations, authentication) needs a change.
+// ClassifySQLState maps a Postgres SQLSTATE to an error class (Postgres' Appendix A). What
+// passes with time is infrastructure:
+//   - 08 connection exceptions; 40 transaction rollbacks (serialization failure, deadlock);
+//     53 insufficient resources (disk full, out of memory, too many connections); 57 operator
+//     intervention (a terminated backend, a shutdown, a statement_timeout's query_canceled);
+//     58 system errors (I/O);
+//   - 55P03 lock_not_available (lock_timeout), 55006 object_in_use;
+//   - 25006 read_only_sql_transaction: what a primary that failed over to a standby answers
+//     to a write (the reader's own read-only transaction is told apart where it runs);
+//   - 25P03 idle_in_transaction_session_timeout, 25P04 transaction_timeout: the session ended.
+//
+// Everything else (syntax, undefined objects, data exceptions, constraint violations,
+// privileges, authentication, a database that does not exist) needs a change.
 func ClassifySQLState(code string) etlv1.ErrorClass {
-	if code == "55P03" {
+	switch code {
+	case "55P03", "55006", "25006", "25P03", "25P04":
 		return etlv1.ErrorInfra
 	}
 	if len(code) < 2 {

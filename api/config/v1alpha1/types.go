@@ -12,6 +12,7 @@ import (
 	"os"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -68,6 +69,48 @@ type RunnerConfig struct {
 	// back may be before the pipeline says so (condition HorizonHeld), and how long a run on a
 	// sequence cursor waits for the transactions open at its start (default 1m).
 	HorizonHeldAfter *metav1.Duration `json:"horizonHeldAfter,omitempty"`
+	// Postgres sets the timeouts of the runner's Postgres sessions.
+	Postgres RunnerPostgres `json:"postgres,omitempty"`
+}
+
+// RunnerPostgres sets the timeouts of a runner's Postgres sessions, so that a run waiting on a
+// lock or on a stalled server ends in an error that is retried instead of hanging.
+type RunnerPostgres struct {
+	// StatementTimeout bounds one statement: a page read, a batch write (default 1h).
+	StatementTimeout *metav1.Duration `json:"statementTimeout,omitempty"`
+	// LockTimeout bounds a wait for a lock, an infrastructure error that is retried (default 1m).
+	LockTimeout *metav1.Duration `json:"lockTimeout,omitempty"`
+	// IdleInTransactionTimeout ends a session left idle inside a transaction (default 10m).
+	IdleInTransactionTimeout *metav1.Duration `json:"idleInTransactionTimeout,omitempty"`
+}
+
+// Defaults of runner.postgres.
+const (
+	DefaultStatementTimeout         = time.Hour
+	DefaultLockTimeout              = time.Minute
+	DefaultIdleInTransactionTimeout = 10 * time.Minute
+)
+
+// SessionParams returns the session settings of runner.postgres, defaulted, in the form of
+// Postgres run-time parameters (milliseconds). The server also probes an idle client with TCP
+// keepalives, so that the backend of a runner whose node died ends (and releases the
+// pipeline's lock) within about a minute instead of the kernel's two hours.
+func (r RunnerPostgres) SessionParams() map[string]string {
+	ms := func(d *metav1.Duration, def time.Duration) string {
+		v := def
+		if d != nil && d.Duration > 0 {
+			v = d.Duration
+		}
+		return strconv.FormatInt(v.Milliseconds(), 10)
+	}
+	return map[string]string{
+		"statement_timeout":                   ms(r.StatementTimeout, DefaultStatementTimeout),
+		"lock_timeout":                        ms(r.LockTimeout, DefaultLockTimeout),
+		"idle_in_transaction_session_timeout": ms(r.IdleInTransactionTimeout, DefaultIdleInTransactionTimeout),
+		"tcp_keepalives_idle":                 "15",
+		"tcp_keepalives_interval":             "5",
+		"tcp_keepalives_count":                "6",
+	}
 }
 
 // SecretKeyRef points at one key of a Secret in the operator's namespace.
