@@ -332,7 +332,7 @@ func (r *ETLPipelineReconciler) reconcilePhase(ctx context.Context, s *pass) (ct
 	}
 	next, err := NextPhase(PhaseInput{
 		Phase: st.Phase, Desired: desired, Request: trigger,
-		SpecProblem: s.problem != nil, Job: s.outcome,
+		SpecProblem: s.problem != nil, Job: s.outcome, InfraFailure: infraFailed(st),
 	})
 	if err != nil {
 		log.FromContext(ctx).V(1).Info("phase stays", "phase", st.Phase, "why", err.Error())
@@ -416,6 +416,7 @@ func (r *ETLPipelineReconciler) closeRunUnreported(ctx context.Context, s *pass)
 		msg = fmt.Sprintf("job %s/%s disappeared before the runner reported the end of run %s", r.Namespace, run.JobName, run.ID)
 	}
 	msg = redact(msg)
+	st.ConsecutiveFailures++
 	run.CompletionTime = &metav1.Time{Time: s.now}
 	run.ErrorClass = class
 	run.Message = msg

@@ -138,6 +138,18 @@ func reportEnd(ctx context.Context, p *etlv1.ETLPipeline, runID string, phase et
 	})
 }
 
+// reportFailure writes a run's failure as the runner does.
+func reportFailure(ctx context.Context, p *etlv1.ETLPipeline, runID string, class etlv1.ErrorClass) {
+	runnerWrite(ctx, p, runID, []etlv1.Phase{etlv1.PhaseRunning}, func(st *etlv1.ETLPipelineStatus) {
+		now := metav1.NewTime(time.Now().Truncate(time.Second))
+		st.Phase = etlv1.PhaseFailed
+		st.ConsecutiveFailures++
+		st.Run.CompletionTime = &now
+		st.Run.ErrorClass = class
+		st.Run.Message = "connect to \"warehouse\": connection refused"
+	})
+}
+
 // finishJob sets a Job's terminal conditions through the status subresource, as the Job
 // controller (absent from envtest) would.
 func finishJob(ctx context.Context, name string, failed bool) {
@@ -327,6 +339,26 @@ var _ = Describe("ETLPipeline reconciler", func() {
 		next := getPipeline(ctx, p).Status.NextScheduledRun
 		Expect(next).NotTo(BeNil())
 		Expect(next.Time).To(BeTemporally(">", tick.StartTime.Time))
+	})
+
+	It("runs a scheduled pipeline again at a later tick after an infrastructure failure, not after a business one", func() {
+		spec := legacySpec()
+		spec.Schedule = "@every 2s"
+		p := createPipeline(ctx, ns, "flaky", spec)
+		run := waitForRun(ctx, p, etlv1.TriggerCreated, 1)
+		claim(ctx, p, run.ID)
+		reportFailure(ctx, p, run.ID, etlv1.ErrorInfra)
+		Eventually(phaseOf(ctx, p), timeout, interval).Should(Equal(etlv1.PhaseFailed))
+
+		retry := waitForRun(ctx, p, etlv1.TriggerSchedule, 2)
+		Expect(retry.ID).NotTo(Equal(run.ID))
+		Expect(getPipeline(ctx, p).Status.ConsecutiveFailures).To(BeEquivalentTo(1))
+		claim(ctx, p, retry.ID)
+		reportFailure(ctx, p, retry.ID, etlv1.ErrorBusiness)
+		Eventually(phaseOf(ctx, p), timeout, interval).Should(Equal(etlv1.PhaseFailed))
+		Expect(getPipeline(ctx, p).Status.ConsecutiveFailures).To(BeEquivalentTo(2))
+		Consistently(func() []batchv1.Job { return jobsOf(ctx, p) }, 5*time.Second, interval).Should(HaveLen(2),
+			"a business failure waits for a change")
 	})
 
 	It("creates no Job for a target outside the whitelist and says why", func() {

@@ -55,6 +55,10 @@ type PhaseInput struct {
 	Job JobOutcome
 	// Report is the runner's write being judged, ReportNone for the manager's decision.
 	Report RunnerReport
+	// InfraFailure is true when the last run failed with an infrastructure error: a schedule
+	// tick may then leave Failed (the database may be back), a business failure waits for a
+	// change.
+	InfraFailure bool
 }
 
 // ErrTransitionRefused is returned (wrapped) by NextPhase when the input asks for a move the
@@ -92,8 +96,9 @@ func explicitRequest(t etlv1.RunTrigger) bool {
 //   - PauseRequested: its Job failed -> Failed; ended or vanished -> Paused (the user wanted it
 //     stopped and the checkpoint is safe).
 //   - Paused: a spec problem -> Failed; desiredState Running -> RunRequested (resume).
-//   - Failed: only an explicit request (new spec generation, annotation) leaves it, to
-//     RunRequested, or to Paused when desiredState is Paused; a schedule tick is refused.
+//   - Failed: an explicit request (new spec generation, annotation) leaves it, to
+//     RunRequested, or to Paused when desiredState is Paused; a schedule tick leaves it only
+//     after an infrastructure failure (which passes with time), else it is refused.
 //
 // The runner's moves (Report != ReportNone): claim RunRequested -> Running (re-claiming
 // Running or PauseRequested by a replacement pod changes nothing); end Running or
@@ -156,7 +161,7 @@ func NextPhase(in PhaseInput) (etlv1.Phase, error) {
 		switch {
 		case in.SpecProblem || in.Request == "":
 			return from, nil
-		case !explicitRequest(in.Request):
+		case !explicitRequest(in.Request) && !retryTick(in):
 			return refuse(from, fmt.Sprintf("a %s request does not leave Failed; change the spec or set %s", in.Request, etlv1.AnnotationRunRequestedAt))
 		case paused:
 			return etlv1.PhasePaused, nil
@@ -165,6 +170,10 @@ func NextPhase(in PhaseInput) (etlv1.Phase, error) {
 	}
 	return refuse(from, "unknown phase")
 }
+
+// retryTick reports whether a schedule tick retries a run that failed with an
+// infrastructure error.
+func retryTick(in PhaseInput) bool { return in.Request == etlv1.TriggerSchedule && in.InfraFailure }
 
 func runnerNext(from etlv1.Phase, report RunnerReport) (etlv1.Phase, error) {
 	switch report {

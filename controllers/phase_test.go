@@ -112,6 +112,8 @@ func TestNextPhaseTransitions(t *testing.T) {
 		{"failed + annotation -> run requested", PhaseInput{Phase: pFailed, Desired: dRun, Request: etlv1.TriggerAnnotation, Job: JobFailed}, want{phase: pReq}},
 		{"failed + paused by a spec change -> paused", PhaseInput{Phase: pFailed, Desired: dPause, Request: etlv1.TriggerSpecChanged, Job: JobFailed}, want{phase: pPaused}},
 		{"failed + schedule tick refused", PhaseInput{Phase: pFailed, Desired: dRun, Request: etlv1.TriggerSchedule, Job: JobFailed}, want{phase: pFailed, refused: true}},
+		{"infra failure + schedule tick runs again", PhaseInput{Phase: pFailed, Desired: dRun, Request: etlv1.TriggerSchedule, Job: JobFailed, InfraFailure: true}, want{phase: pReq}},
+		{"infra failure + bad spec stays failed", PhaseInput{Phase: pFailed, Desired: dRun, Request: etlv1.TriggerSchedule, SpecProblem: true, InfraFailure: true}, want{phase: pFailed}},
 		{"failed + created refused", PhaseInput{Phase: pFailed, Desired: dRun, Request: etlv1.TriggerCreated, Job: JobAbsent}, want{phase: pFailed, refused: true}},
 		{"failed without request stays", PhaseInput{Phase: pFailed, Desired: dPause, Job: JobFailed}, want{phase: pFailed}},
 

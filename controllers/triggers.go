@@ -59,10 +59,39 @@ func pendingTrigger(p *etlv1.ETLPipeline, now time.Time) etlv1.RunTrigger {
 }
 
 // scheduleWanted reports whether spec.schedule may start runs in phase: not while paused (the
-// resume starts a run anyway) and not while failed (a tick does not leave Failed).
+// resume starts a run anyway) and not while failed for a business reason (a tick does not
+// leave that Failed); after an infrastructure failure it does, backing off.
 func scheduleWanted(p *etlv1.ETLPipeline, phase etlv1.Phase) bool {
 	return p.Spec.Schedule != "" && p.Spec.DesiredState != etlv1.DesiredPaused &&
-		phase != etlv1.PhasePaused && phase != etlv1.PhaseFailed
+		phase != etlv1.PhasePaused && (phase != etlv1.PhaseFailed || infraFailed(&p.Status))
+}
+
+// infraFailed reports whether the pipeline is Failed by its last run's infrastructure error.
+func infraFailed(st *etlv1.ETLPipelineStatus) bool {
+	return st.Phase == etlv1.PhaseFailed && st.Run != nil && st.Run.ErrorClass == etlv1.ErrorInfra &&
+		st.Run.CompletionTime != nil
+}
+
+// maxBackoffTicks caps how many ticks a failing pipeline lets pass between two attempts.
+const maxBackoffTicks = 8
+
+// backoffTick returns the tick at which a pipeline that failed with an infrastructure error at
+// failedAt, its failures-th in a row, runs again: the next tick after one failure, the second
+// after two, the fourth after three, ... at most the maxBackoffTicks-th. It is derived from
+// the status alone, so it stays the same from pass to pass.
+func backoffTick(sched cron.Schedule, failedAt time.Time, failures int32) time.Time {
+	ticks := maxBackoffTicks
+	if failures >= 1 && failures <= 4 {
+		ticks = 1 << (failures - 1)
+	}
+	t := failedAt
+	for range ticks {
+		t = sched.Next(t)
+		if t.IsZero() {
+			break
+		}
+	}
+	return t
 }
 
 // nextTick returns the value status.nextScheduledRun should hold at now: nil when the schedule
@@ -75,6 +104,14 @@ func scheduleWanted(p *etlv1.ETLPipeline, phase etlv1.Phase) bool {
 func nextTick(p *etlv1.ETLPipeline, phase etlv1.Phase, sched cron.Schedule, now time.Time, started bool) *metav1.Time {
 	if sched == nil || !scheduleWanted(p, phase) {
 		return nil
+	}
+	if phase == etlv1.PhaseFailed {
+		t := backoffTick(sched, p.Status.Run.CompletionTime.Time, p.Status.ConsecutiveFailures)
+		if t.IsZero() {
+			return nil
+		}
+		mt := metav1.NewTime(t.Truncate(time.Second))
+		return &mt
 	}
 	next := sched.Next(now)
 	if next.IsZero() {

@@ -1,6 +1,7 @@
 package controllers
 
 import (
+	"fmt"
 	"testing"
 	"time"
 
@@ -110,6 +111,30 @@ func TestNextTick(t *testing.T) {
 		{"paused", "*/15 * * * *", etlv1.DesiredPaused, etlv1.PhasePaused, at(12, 15, 0), false, nil},
 		{"pausing", "*/15 * * * *", etlv1.DesiredPaused, etlv1.PhasePauseRequested, at(12, 15, 0), false, nil},
 		{"failed", "*/15 * * * *", etlv1.DesiredRunning, etlv1.PhaseFailed, at(12, 15, 0), false, nil},
+	}
+	// After infrastructure failures the tick backs off from the failure's time (12:07:30).
+	for _, b := range []struct {
+		failures int32
+		want     *metav1.Time
+	}{
+		{1, at(12, 15, 0)}, {2, at(12, 30, 0)}, {3, at(13, 0, 0)}, {4, at(14, 0, 0)}, {5, at(14, 0, 0)}, {40, at(14, 0, 0)},
+	} {
+		t.Run(fmt.Sprintf("after %d infra failures", b.failures), func(t *testing.T) {
+			p := newPipeline("ns", "p", legacySpec())
+			p.Spec.Schedule = "*/15 * * * *"
+			p.Status.Phase = etlv1.PhaseFailed
+			p.Status.ConsecutiveFailures = b.failures
+			p.Status.Run = &etlv1.RunStatus{ID: "r", ErrorClass: etlv1.ErrorInfra, CompletionTime: &metav1.Time{Time: now}}
+			sched, _ := parseSchedule(p.Spec.Schedule)
+			got := nextTick(p, etlv1.PhaseFailed, sched, now.Add(time.Hour), false)
+			if got == nil || !got.Equal(b.want) {
+				t.Fatalf("nextTick = %v, want %v", got, b.want)
+			}
+			p.Status.Run.ErrorClass = etlv1.ErrorBusiness
+			if got := nextTick(p, etlv1.PhaseFailed, sched, now, false); got != nil {
+				t.Fatalf("after a business failure nextTick = %v, want nil", got)
+			}
+		})
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

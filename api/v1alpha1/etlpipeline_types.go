@@ -350,9 +350,16 @@ type ETLPipelineStatus struct {
 	// +optional
 	LastHandledRunRequest string `json:"lastHandledRunRequest,omitempty"`
 
-	// NextScheduledRun is the next tick of spec.schedule.
+	// NextScheduledRun is the next tick of spec.schedule. After a run that failed with an
+	// infrastructure error it is a later tick: the next one after one failure, the second after
+	// two, the fourth after three, ... at most the eighth.
 	// +optional
 	NextScheduledRun *metav1.Time `json:"nextScheduledRun,omitempty"`
+
+	// ConsecutiveFailures counts the runs that failed in a row since the last one that
+	// completed.
+	// +optional
+	ConsecutiveFailures int32 `json:"consecutiveFailures,omitempty"`
 }
 
 // ETLPipeline is a fault-tolerant ETL pipeline from Postgres into an analytics table or an

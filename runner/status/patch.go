@@ -96,6 +96,12 @@ func applyEnd(st *etlv1.ETLPipelineStatus, e End) {
 	if e.ClearCheckpoint {
 		st.Checkpoint = nil
 	}
+	switch e.Phase {
+	case etlv1.PhaseFailed:
+		st.ConsecutiveFailures++
+	case etlv1.PhaseIdle:
+		st.ConsecutiveFailures = 0
+	}
 	st.Phase = e.Phase
 	t := metav1.NewTime(e.Time)
 	st.Run.CompletionTime = &t

@@ -194,3 +194,16 @@ func TestStatusPatches(t *testing.T) {
 		})
 	}
 }
+
+func TestApplyEndCountsConsecutiveFailures(t *testing.T) {
+	st := &etlv1.ETLPipelineStatus{Phase: etlv1.PhaseRunning, Run: &etlv1.RunStatus{ID: "r"}, ConsecutiveFailures: 2}
+	for _, step := range []struct {
+		phase etlv1.Phase
+		want  int32
+	}{{etlv1.PhaseFailed, 3}, {etlv1.PhasePaused, 3}, {etlv1.PhaseFailed, 4}, {etlv1.PhaseIdle, 0}} {
+		applyEnd(st, End{Phase: step.phase})
+		if st.ConsecutiveFailures != step.want {
+			t.Fatalf("after %s: %d consecutive failures, want %d", step.phase, st.ConsecutiveFailures, step.want)
+		}
+	}
+}
