@@ -86,6 +86,10 @@ type pass struct {
 	// job is the Job of status.run (nil when absent), outcome its verdict.
 	job     *batchv1.Job
 	outcome JobOutcome
+	// startup is why the requested run's pod has not started (nil: nothing wrong seen);
+	// startExpired is set once runner.startDeadline has passed without a claim.
+	startup      *startProblem
+	startExpired bool
 
 	// moved is set when the phase changed: its side effects (create or delete a Job) wait for
 	// the next pass, which only runs once the status write succeeded. So a Job never exists
@@ -129,6 +133,7 @@ func (r *ETLPipelineReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 	for _, step := range []func(context.Context, *pass) (ctrl.Result, error){
 		r.reconcileSpec,
 		r.reconcileRunJob,
+		r.reconcileStartup,
 		r.reconcilePhase,
 		r.reconcileJob,
 		r.reconcileSchedule,
@@ -299,7 +304,8 @@ func (r *ETLPipelineReconciler) reconcileRunJob(ctx context.Context, s *pass) (c
 	run, phase := s.p.Status.Run, s.p.Status.Phase
 	// A run at rest with no completion time was cancelled (or failed) before its claim: its
 	// Job, if any, is looked at to be deleted.
-	if run == nil || run.JobName == "" || (!isActive(phase) && run.CompletionTime != nil) {
+	// So is the Job of a run whose runner did not start in time, which still has to go.
+	if run == nil || run.JobName == "" || (!isActive(phase) && run.CompletionTime != nil && !runnerNotStarted(&s.p.Status)) {
 		return ctrl.Result{}, nil
 	}
 	key := types.NamespacedName{Namespace: r.Namespace, Name: run.JobName}
@@ -332,7 +338,7 @@ func (r *ETLPipelineReconciler) reconcilePhase(ctx context.Context, s *pass) (ct
 	}
 	next, err := NextPhase(PhaseInput{
 		Phase: st.Phase, Desired: desired, Request: trigger,
-		SpecProblem: s.problem != nil, Job: s.outcome, InfraFailure: infraFailed(st),
+		SpecProblem: s.problem != nil, Job: s.outcome, InfraFailure: infraFailed(st), StartExpired: s.startExpired,
 	})
 	if err != nil {
 		log.FromContext(ctx).V(1).Info("phase stays", "phase", st.Phase, "why", err.Error())
@@ -345,6 +351,9 @@ func (r *ETLPipelineReconciler) reconcilePhase(ctx context.Context, s *pass) (ct
 	switch {
 	case next == etlv1.PhaseRunRequested:
 		r.startRun(s, trigger)
+	case from == etlv1.PhaseRunRequested && next == etlv1.PhaseFailed && s.startExpired && s.outcome == JobActive:
+		// Its Job is deleted by the next pass (reconcileJob), once this is written.
+		r.closeRunNotStarted(s)
 	case isActive(from) && next == etlv1.PhaseFailed && (from != etlv1.PhaseRunRequested || s.outcome != JobAbsent):
 		// A requested run failed for a bad spec before its Job existed is not closed: it
 		// never started.
@@ -556,6 +565,7 @@ func (r *ETLPipelineReconciler) patchStatus(ctx context.Context, base *etlv1.ETL
 	}
 	p.Status.ObservedGeneration = gen
 	setConditions(&p.Status, conditionInput{Generation: gen, Problem: s.problem, Target: s.target})
+	setStartupCondition(&p.Status, gen, s.startup)
 	if equality.Semantic.DeepEqual(base.Status, p.Status) {
 		return false, nil
 	}

@@ -361,6 +361,38 @@ var _ = Describe("ETLPipeline reconciler", func() {
 			"a business failure waits for a change")
 	})
 
+	It("says why a runner pod cannot start, then fails the run RunnerNotStarted at the start deadline", func() {
+		p := createPipeline(ctx, ns, "unstartable", legacySpec())
+		run := waitForRun(ctx, p, etlv1.TriggerCreated, 1)
+		job := &batchv1.Job{}
+		Eventually(func() error {
+			return k8sClient.Get(ctx, client.ObjectKey{Namespace: operatorNamespace, Name: run.JobName}, job)
+		}, timeout, interval).Should(Succeed())
+		// The pod the Job controller (absent from envtest) would make, as the kubelet leaves it.
+		pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: operatorNamespace, Name: run.JobName + "-x1",
+			Labels: map[string]string{batchv1.ControllerUidLabel: string(job.UID)}},
+			Spec: *job.Spec.Template.Spec.DeepCopy()}
+		Expect(k8sClient.Create(ctx, pod)).To(Succeed())
+		pod.Status.Phase = corev1.PodPending
+		pod.Status.ContainerStatuses = []corev1.ContainerStatus{{Name: "runner", Image: "sluice", State: corev1.ContainerState{
+			Waiting: &corev1.ContainerStateWaiting{Reason: "CreateContainerConfigError", Message: `secret "warehouse-dsn" not found`}}}}
+		Expect(k8sClient.Status().Update(ctx, pod)).To(Succeed())
+
+		Eventually(conditionOf(ctx, p, etlv1.ConditionRunnerStarted), timeout, interval).Should(Equal("False/CreateContainerConfigError"))
+		Expect(getPipeline(ctx, p).Status.Phase).To(Equal(etlv1.PhaseRunRequested))
+		Eventually(phaseOf(ctx, p), 20*time.Second, interval).Should(Equal(etlv1.PhaseFailed))
+		got := getPipeline(ctx, p)
+		ready := meta.FindStatusCondition(got.Status.Conditions, etlv1.ConditionReady)
+		Expect(ready.Reason).To(Equal(etlv1.ReasonRunnerNotStarted))
+		Expect(ready.Message).To(ContainSubstring(`secret "warehouse-dsn" not found`))
+		Expect(got.Status.Run.ErrorClass).To(Equal(etlv1.ErrorInfra))
+		Expect(meta.FindStatusCondition(got.Status.Conditions, etlv1.ConditionRunnerStarted)).To(BeNil())
+		Eventually(func() []batchv1.Job { return jobsOf(ctx, p) }, timeout, interval).Should(BeEmpty(), "the unstarted Job is deleted")
+
+		annotate(ctx, p, "secret created")
+		waitForRun(ctx, p, etlv1.TriggerAnnotation, 1)
+	})
+
 	It("creates no Job for a target outside the whitelist and says why", func() {
 		spec := legacySpec()
 		spec.Target.Name = "analytics.payroll"

@@ -59,6 +59,9 @@ type PhaseInput struct {
 	// tick may then leave Failed (the database may be back), a business failure waits for a
 	// change.
 	InfraFailure bool
+	// StartExpired is true when a requested run's runner has not claimed it within
+	// runner.startDeadline.
+	StartExpired bool
 }
 
 // ErrTransitionRefused is returned (wrapped) by NextPhase when the input asks for a move the
@@ -88,7 +91,8 @@ func explicitRequest(t etlv1.RunTrigger) bool {
 // The manager's moves (Report == ReportNone):
 //   - Idle (or new): a spec problem -> Failed; desiredState Paused -> Paused; a run request ->
 //     RunRequested.
-//   - RunRequested: its Job ended before any claim -> Failed; Paused -> Paused (the unclaimed
+//   - RunRequested: its Job ended before any claim, or its pod did not start within the
+//     start deadline -> Failed; Paused -> Paused (the unclaimed
 //     Job is then deleted); a spec problem while no Job exists yet -> Failed (no Job is ever
 //     created for a bad spec). A new request waits for the run's end.
 //   - Running: its Job ended or vanished without a runner report -> Failed; Paused ->
@@ -128,6 +132,9 @@ func NextPhase(in PhaseInput) (etlv1.Phase, error) {
 			return etlv1.PhaseFailed, nil
 		case paused:
 			return etlv1.PhasePaused, nil
+		case in.StartExpired && in.Job == JobActive:
+			// Its pod never started: the run fails rather than waiting forever.
+			return etlv1.PhaseFailed, nil
 		case in.SpecProblem && in.Job == JobAbsent:
 			return etlv1.PhaseFailed, nil
 		}

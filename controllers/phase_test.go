@@ -92,6 +92,8 @@ func TestNextPhaseTransitions(t *testing.T) {
 
 		// Job outcomes without a runner report.
 		{"job failed before the claim", PhaseInput{Phase: pReq, Desired: dRun, Job: JobFailed}, want{phase: pFailed}},
+		{"runner not started within the deadline", PhaseInput{Phase: pReq, Desired: dRun, Job: JobActive, StartExpired: true}, want{phase: pFailed}},
+		{"a pause wins over the start deadline", PhaseInput{Phase: pReq, Desired: dPause, Job: JobActive, StartExpired: true}, want{phase: pPaused}},
 		{"job completed before the claim", PhaseInput{Phase: pReq, Desired: dRun, Job: JobSucceeded}, want{phase: pFailed}},
 		{"job completed while running without report", PhaseInput{Phase: pRun, Desired: dRun, Job: JobSucceeded}, want{phase: pFailed}},
 		{"job deleted while running", PhaseInput{Phase: pRun, Desired: dRun, Job: JobAbsent}, want{phase: pFailed}},

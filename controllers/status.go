@@ -124,7 +124,7 @@ func activeReason(phase etlv1.Phase, run *etlv1.RunStatus) (string, string) {
 func failedReady(st *etlv1.ETLPipelineStatus) (string, string) {
 	if c := meta.FindStatusCondition(st.Conditions, etlv1.ConditionReady); c != nil && c.Status == metav1.ConditionFalse {
 		switch c.Reason {
-		case etlv1.ReasonJobFailed, etlv1.ReasonRunUnreported:
+		case etlv1.ReasonJobFailed, etlv1.ReasonRunUnreported, etlv1.ReasonRunnerNotStarted:
 			return c.Reason, c.Message
 		case etlv1.ReasonInvalidSpec, etlv1.ReasonTargetNotAllowed, etlv1.ReasonUnknownConnection:
 			// The problem went away without a new generation (the operator configuration

@@ -66,6 +66,9 @@ var _ = BeforeSuite(func() {
 	Expect(k8sClient.Create(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: operatorNamespace}})).To(Succeed())
 
 	operatorConfig = exampleConfig(GinkgoT())
+	// Short enough for a spec to see a runner that never starts, long enough for every other
+	// spec to claim its runs.
+	operatorConfig.Runner.StartDeadline = &metav1.Duration{Duration: 8 * time.Second}
 
 	// The manager and the runner act as their service accounts, with the RBAC of config/rbac:
 	// every spec also proves that the roles suffice.

@@ -153,11 +153,14 @@ type executor struct {
 	scrub *scrubber
 	pl    *plan
 
-	trigger  etlv1.RunTrigger
-	identity bool
-	migrated bool
-	claimed  bool
-	epoch    int64
+	trigger etlv1.RunTrigger
+	// replacement is set when the status claim found the run already Running: this runner
+	// replaces a pod of the same run, whose session it may take over (state.Store.Lock).
+	replacement bool
+	identity    bool
+	migrated    bool
+	claimed     bool
+	epoch       int64
 	// pids are the backends of this runner's state sessions (see state.Store.Lock).
 	pids []uint32
 
@@ -198,7 +201,7 @@ func (e *executor) run(ctx context.Context) Result {
 		e.log.Error("cannot claim the run", "error", msg)
 		return Result{Outcome: OutcomeFailed, ExitCode: configv1.ExitInfra, ErrorClass: etlv1.ErrorInfra, Message: msg}
 	}
-	e.trigger = claim.Trigger
+	e.trigger, e.replacement = claim.Trigger, claim.Again
 	if e.p.ConfigErr != nil || e.p.Config == nil {
 		cause := e.p.ConfigErr
 		if cause == nil {

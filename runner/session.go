@@ -127,7 +127,11 @@ func (e *executor) open(ctx context.Context) (_ *session, err error) {
 		e.migrated = true
 	}
 	s.store = state.New(s.state, e.p.Pipeline)
-	if err = s.store.Lock(ctx, e.opts.LockWait, e.pids); err != nil {
+	takeOver := ""
+	if e.replacement {
+		takeOver = app
+	}
+	if err = s.store.Lock(ctx, e.opts.LockWait, e.pids, takeOver); err != nil {
 		return nil, err
 	}
 	e.pids = append(e.pids, s.state.PgConn().PID())

@@ -48,3 +48,39 @@ func TestLockedSourceDoesNotHangTheRun(t *testing.T) {
 	requireOutcome(t, r.run(t), OutcomeIdle, configv1.ExitOK)
 	sinkMatchesSource(t, db, db, "items")
 }
+
+// TestReplacementTakesOverTheSessionOfALostPod: the backend of a pod lost with its node keeps
+// the pipeline's lock until the server notices the dead peer. The replacement pod of the same
+// run fences it and ends it instead of waiting (and being fenced itself); a runner that is not
+// a replacement still waits and stops without writing.
+func TestReplacementTakesOverTheSessionOfALostPod(t *testing.T) {
+	db := newTestDB(t, "main")
+	createSource(t, db, 200)
+	createTarget(t, db, "items")
+	r := &inProcess{cfg: testConfig(db), env: envOf(db), spec: specJSON(t, specOpts{sourceConn: "main", batch: 50}),
+		opts: Options{LockWait: 20 * time.Second}}
+	requireOutcome(t, r.run(t), OutcomeIdle, configv1.ExitOK)
+
+	lost := db.session(t, appName(r.pipeline))
+	mustExec(t, lost, `SELECT pg_advisory_lock(hashtextextended('sluice/pipeline/tenant/items', 0))`)
+	var pid uint32
+	if err := lost.QueryRow(t.Context(), "SELECT pg_backend_pid()").Scan(&pid); err != nil {
+		t.Fatal(err)
+	}
+	epoch := db.queryInt(t, `SELECT epoch FROM etl.etl_state`)
+	db.exec(t, "UPDATE src SET updated_at = updated_at + interval '1 day' WHERE id <= 20")
+
+	r.runID, r.rep = "run-2", &fakeReporter{again: true}
+	start := time.Now()
+	requireOutcome(t, r.run(t), OutcomeIdle, configv1.ExitOK)
+	if took := time.Since(start); took > 10*time.Second {
+		t.Fatalf("the replacement took %s: it waited for the lost session", took)
+	}
+	if n := db.queryInt(t, `SELECT count(*) FROM pg_stat_activity WHERE pid = $1`, pid); n != 0 {
+		t.Fatalf("the lost pod's session is still there")
+	}
+	if got := db.queryInt(t, `SELECT epoch FROM etl.etl_state`); got < epoch+2 {
+		t.Fatalf("epoch %d after the takeover, want at least %d (fenced, then claimed)", got, epoch+2)
+	}
+	sinkMatchesSource(t, db, db, "items")
+}

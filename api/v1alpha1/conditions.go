@@ -13,6 +13,9 @@ const (
 	// ConditionCheckpointReset is written by the runner when it started a stream from an
 	// empty checkpoint because the pipeline's identity changed (see the reasons below).
 	ConditionCheckpointReset = "CheckpointReset"
+	// ConditionRunnerStarted is False, with the pod's reason (CreateContainerConfigError,
+	// ImagePullBackOff, Unschedulable, ...), while a requested run's runner pod cannot start.
+	ConditionRunnerStarted = "RunnerStarted"
 )
 
 // Condition reasons (PascalCase, stable: tools match on them).
@@ -31,6 +34,10 @@ const (
 	// ReasonRunUnreported means the run's Job ended (or vanished) without the runner reporting the
 	// end of the run, so the manager closed the run on its behalf.
 	ReasonRunUnreported = "RunUnreported"
+
+	// ReasonRunnerNotStarted: the runner pod of a requested run did not start within the
+	// operator's runner.startDeadline.
+	ReasonRunnerNotStarted = "RunnerNotStarted"
 
 	// ReasonTransactionOpen: a transaction open in the source (idle in transaction, long,
 	// or prepared) holds the read horizon back.

@@ -32,6 +32,7 @@ var allowedTables = []string{
 	"analytics.orders_crashed",
 	"analytics.orders_followed",
 	"analytics.orders_full",
+	"analytics.orders_late",
 }
 
 // suiteDSN is the database of the suite's own (testenv.NewPostgresDB): the operator
@@ -84,11 +85,17 @@ data:
       backoffLimit: 3
       configMapName: sluice-config
       configMapKey: config.yaml
+      startDeadline: 20s
     stateConnection: %s
     postgres:
       - name: %s
         dsnSecret:
           name: warehouse-dsn
+          key: dsn
+      # Its Secret exists only when a spec creates it: a runner that cannot start.
+      - name: late
+        dsnSecret:
+          name: late-dsn
           key: dsn
     allowedTargets:
       postgresTables: [%s]

@@ -396,6 +396,35 @@ var _ = Describe("ETLPipelines on the local cluster", func() {
 		Expect(err).To(MatchError(ContainSubstring("NotFound")))
 	})
 
+	It("fails a run whose runner cannot start (a missing Secret) with RunnerNotStarted, then runs once the Secret exists", func() {
+		createOrders("orders_late", 1000)
+		manifest := strings.Replace(pipelineYAML("late", "orders_late", 500, ""), "connection: "+connection, "connection: late", 1)
+		manifest = strings.Replace(manifest, "  target:\n    name: analytics.orders_late", "  target:\n    name: analytics.orders_late\n    connection: "+connection, 1)
+		apply(ns, manifest)
+		Eventually(func(g Gomega) {
+			p, err := getPipeline(ns, "late")
+			g.Expect(err).NotTo(HaveOccurred())
+			c := condition(p, etlv1.ConditionRunnerStarted)
+			g.Expect(c).NotTo(BeNil())
+			g.Expect(c.Reason).To(Equal("CreateContainerConfigError"))
+			g.Expect(c.Message).To(ContainSubstring("late-dsn"))
+		}).WithTimeout(30 * time.Second).WithPolling(poll).Should(Succeed(), "the pod's reason shows before the deadline")
+		mustKubectl("wait", "-n", ns, "--for=jsonpath={.status.phase}=Failed", "--timeout=60s", "etlpipeline/late")
+		p, err := getPipeline(ns, "late")
+		Expect(err).NotTo(HaveOccurred())
+		expectCondition(p, etlv1.ConditionReady, metav1.ConditionFalse, etlv1.ReasonRunnerNotStarted)
+		Expect(condition(p, etlv1.ConditionReady).Message).To(ContainSubstring("late-dsn"))
+		Expect(p.Status.Run.ErrorClass).To(Equal(etlv1.ErrorInfra))
+
+		By("creating the Secret and requesting a run")
+		mustKubectl("create", "secret", "generic", "late-dsn", "-n", operatorNamespace, "--from-literal=dsn="+suiteDSN)
+		DeferCleanup(func() { _, _ = kubectl("delete", "secret", "late-dsn", "-n", operatorNamespace) })
+		mustKubectl("annotate", "etlp", "late", "-n", ns, etlv1.AnnotationRunRequestedAt+"=secret-created", "--overwrite")
+		p = waitIdleAndReady(ns, "late")
+		Expect(p.Status.Run.RowsRead).To(BeEquivalentTo(1000))
+		expectSame("orders_late")
+	})
+
 	It("moves inserted and updated rows on a run request, then on its schedule", func() {
 		createOrders("orders_followed", 2000)
 		apply(ns, pipelineYAML("followed", "orders_followed", 500, ""))

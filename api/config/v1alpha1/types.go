@@ -71,6 +71,20 @@ type RunnerConfig struct {
 	HorizonHeldAfter *metav1.Duration `json:"horizonHeldAfter,omitempty"`
 	// Postgres sets the timeouts of the runner's Postgres sessions.
 	Postgres RunnerPostgres `json:"postgres,omitempty"`
+	// StartDeadline is how long a requested run may wait for its runner pod to start before
+	// it fails with reason RunnerNotStarted (default 5m).
+	StartDeadline *metav1.Duration `json:"startDeadline,omitempty"`
+}
+
+// DefaultStartDeadline is runner.startDeadline when the configuration leaves it out.
+const DefaultStartDeadline = 5 * time.Minute
+
+// StartupDeadline returns runner.startDeadline, defaulted.
+func (r RunnerConfig) StartupDeadline() time.Duration {
+	if r.StartDeadline == nil || r.StartDeadline.Duration <= 0 {
+		return DefaultStartDeadline
+	}
+	return r.StartDeadline.Duration
 }
 
 // RunnerPostgres sets the timeouts of a runner's Postgres sessions, so that a run waiting on a
