@@ -408,7 +408,7 @@ var _ = Describe("ETLPipelines on the local cluster", func() {
 			g.Expect(c).NotTo(BeNil())
 			g.Expect(c.Reason).To(Equal("CreateContainerConfigError"))
 			g.Expect(c.Message).To(ContainSubstring("late-dsn"))
-		}).WithTimeout(30 * time.Second).WithPolling(poll).Should(Succeed(), "the pod's reason shows before the deadline")
+		}).WithTimeout(30*time.Second).WithPolling(poll).Should(Succeed(), "the pod's reason shows before the deadline")
 		mustKubectl("wait", "-n", ns, "--for=jsonpath={.status.phase}=Failed", "--timeout=60s", "etlpipeline/late")
 		p, err := getPipeline(ns, "late")
 		Expect(err).NotTo(HaveOccurred())
