@@ -12,6 +12,7 @@ import (
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
@@ -117,15 +118,26 @@ func startManager(f *managerFlags) error {
 	if err != nil {
 		return fmt.Errorf("create manager: %w", err)
 	}
+	store := controllers.NewConfigStore(cfg)
+	changed := make(chan event.GenericEvent, 64)
 	r := &controllers.ETLPipelineReconciler{
-		Client:    mgr.GetClient(),
-		APIReader: mgr.GetAPIReader(),
-		Recorder:  mgr.GetEventRecorder(controllers.ControllerName),
-		Config:    cfg,
-		Namespace: f.namespace,
+		Client:        mgr.GetClient(),
+		APIReader:     mgr.GetAPIReader(),
+		Recorder:      mgr.GetEventRecorder(controllers.ControllerName),
+		Config:        cfg,
+		Configs:       store,
+		ConfigChanged: changed,
+		Namespace:     f.namespace,
 	}
 	if err := r.SetupWithManager(mgr, controller.Options{MaxConcurrentReconciles: f.concurrency}); err != nil {
 		return fmt.Errorf("set up the ETLPipeline controller: %w", err)
+	}
+	reloader := &controllers.ConfigReconciler{
+		Client: mgr.GetClient(), Recorder: mgr.GetEventRecorder(controllers.ControllerName), Store: store,
+		Namespace: f.namespace, Name: cfg.Runner.ConfigMapName, Key: cfg.Runner.ConfigMapKey, Changed: changed,
+	}
+	if err := reloader.SetupWithManager(mgr); err != nil {
+		return fmt.Errorf("set up the configuration reloader: %w", err)
 	}
 	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
 		return fmt.Errorf("add health check: %w", err)

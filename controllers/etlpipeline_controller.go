@@ -19,6 +19,7 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
@@ -43,6 +44,7 @@ const conflictRequeue = 200 * time.Millisecond
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
 // +kubebuilder:rbac:groups=batch,namespace=sluice-system,resources=jobs,verbs=get;list;watch;create;delete
 // +kubebuilder:rbac:groups="",namespace=sluice-system,resources=pods,verbs=get;list
+// +kubebuilder:rbac:groups="",namespace=sluice-system,resources=configmaps,verbs=get;list;watch
 
 // ETLPipelineReconciler reconciles ETLPipelines: validation, the phase state machine, runner
 // Jobs. The manager writes RunRequested, PauseRequested, Paused (no run active) and Failed (bad
@@ -59,7 +61,11 @@ type ETLPipelineReconciler struct {
 	// Recorder emits events on phase transitions.
 	Recorder events.EventRecorder
 	// Config is the operator configuration: connections, whitelist, runner Job settings.
-	Config *configv1.OperatorConfig
+	// Configs, when set, holds the configuration in force instead (reloaded from its
+	// ConfigMap), and ConfigChanged carries the pipelines to reconcile after a reload.
+	Config        *configv1.OperatorConfig
+	Configs       *ConfigStore
+	ConfigChanged <-chan event.GenericEvent
 	// Namespace is the operator's namespace, where runner Jobs run.
 	Namespace string
 
@@ -159,6 +165,16 @@ func earliest(a, b ctrl.Result) ctrl.Result {
 	return a
 }
 
+// config returns the operator configuration in force.
+func (r *ETLPipelineReconciler) config() *configv1.OperatorConfig {
+	if r.Configs != nil {
+		if c := r.Configs.Get(); c != nil {
+			return c
+		}
+	}
+	return r.Config
+}
+
 func (r *ETLPipelineReconciler) now() time.Time {
 	if r.Now != nil {
 		return r.Now().Truncate(time.Second)
@@ -244,7 +260,7 @@ func (r *ETLPipelineReconciler) forgetState(ctx context.Context, p *etlv1.ETLPip
 	const poll = 2 * time.Second
 	left := fmt.Sprintf("the state of pipeline %s/%s (uid %s) is left in etl_state and etl_runs", p.Namespace, p.Name, p.UID)
 	if job == nil {
-		want, err := BuildForgetJob(p, r.Config, r.Namespace, r.forgetDeadline())
+		want, err := BuildForgetJob(p, r.config(), r.Namespace, r.forgetDeadline())
 		if err != nil {
 			r.Recorder.Eventf(p, nil, corev1.EventTypeWarning, "StateNotRemoved", "Delete", "%s: %s", left, redact(err.Error()))
 			return ctrl.Result{}, true, nil
@@ -286,8 +302,8 @@ func (r *ETLPipelineReconciler) forgetDeadline() time.Duration {
 // returned at once: a run already in flight executes its own validated snapshot and must
 // still be followed (paused, judged) to its end.
 func (r *ETLPipelineReconciler) reconcileSpec(_ context.Context, s *pass) (ctrl.Result, error) {
-	s.target = checkTarget(&s.p.Spec, r.Config)
-	s.problem = validateSpec(&s.p.Spec, r.Config)
+	s.target = checkTarget(&s.p.Spec, r.config())
+	s.problem = validateSpec(&s.p.Spec, r.config())
 	if s.problem == nil && s.p.Spec.Schedule != "" {
 		sched, err := parseSchedule(s.p.Spec.Schedule)
 		if err != nil { // validateSpec parsed it already
@@ -507,7 +523,7 @@ func (r *ETLPipelineReconciler) ensureJob(ctx context.Context, s *pass) error {
 		r.replan(ctx, s, "the spec changed before the job was created")
 		return nil
 	}
-	job, err := BuildRunnerJob(RunnerJobParams{Pipeline: p, Run: run, Config: r.Config, Namespace: r.Namespace})
+	job, err := BuildRunnerJob(RunnerJobParams{Pipeline: p, Run: run, Config: r.config(), Namespace: r.Namespace})
 	if err != nil {
 		return reconcile.TerminalError(err)
 	}

@@ -393,6 +393,34 @@ var _ = Describe("ETLPipeline reconciler", func() {
 		waitForRun(ctx, p, etlv1.TriggerAnnotation, 1)
 	})
 
+	It("reloads a changed operator configuration: a pipeline that became allowed leaves Failed by itself", func() {
+		spec := legacySpec()
+		spec.Target.Name = "analytics.later"
+		p := createPipeline(ctx, ns, "allowed-later", spec)
+		Eventually(conditionOf(ctx, p, etlv1.ConditionReady), timeout, interval).Should(Equal("False/" + etlv1.ReasonTargetNotAllowed))
+		Expect(jobsOf(ctx, p)).To(BeEmpty())
+		DeferCleanup(func() {
+			writeConfigMap(context.Background(), operatorConfig)
+			Eventually(func() *configv1.OperatorConfig { return configs.Get() }, timeout, interval).Should(Equal(operatorConfig))
+		})
+
+		By("an invalid configuration is refused and the one in force kept")
+		cm := &corev1.ConfigMap{}
+		Expect(k8sClient.Get(ctx, client.ObjectKey{Namespace: operatorNamespace, Name: operatorConfig.Runner.ConfigMapName}, cm)).To(Succeed())
+		cm.Data[operatorConfig.Runner.ConfigMapKey] = "apiVersion: config.etl.sluice.dev/v1alpha1\nkind: OperatorConfig\nrunner: {}\n"
+		Expect(k8sClient.Update(ctx, cm)).To(Succeed())
+		Consistently(func() *configv1.OperatorConfig { return configs.Get() }, quiet, interval).Should(Equal(operatorConfig))
+
+		By("whitelisting the table in the ConfigMap")
+		allowed := copyConfig(operatorConfig)
+		allowed.AllowedTargets.PostgresTables = append(allowed.AllowedTargets.PostgresTables, "analytics.later")
+		writeConfigMap(ctx, allowed)
+		run := waitForRun(ctx, p, etlv1.TriggerConfigChanged, 1)
+		claim(ctx, p, run.ID)
+		reportEnd(ctx, p, run.ID, etlv1.PhaseIdle)
+		Eventually(conditionOf(ctx, p, etlv1.ConditionReady), timeout, interval).Should(Equal("True/" + etlv1.ReasonSucceeded))
+	})
+
 	It("creates no Job for a target outside the whitelist and says why", func() {
 		spec := legacySpec()
 		spec.Target.Name = "analytics.payroll"

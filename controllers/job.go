@@ -184,7 +184,7 @@ func BuildRunnerJob(in RunnerJobParams) (*batchv1.Job, error) {
 			Items:                []corev1.KeyToPath{{Key: cfg.Runner.ConfigMapKey, Path: path.Base(configv1.DefaultConfigPath)}},
 		}}},
 		// The root filesystem is read-only; Python and the runner may need scratch space.
-		{Name: "tmp", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}},
+		{Name: "tmp", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{SizeLimit: ptr.To(cfg.Runner.TmpLimit())}}},
 	}
 	mounts := []corev1.VolumeMount{
 		{Name: "config", MountPath: configv1.DefaultConfigPath, SubPath: path.Base(configv1.DefaultConfigPath), ReadOnly: true},
@@ -312,6 +312,7 @@ func runnerPod(cfg *configv1.OperatorConfig, labels map[string]string, args []st
 				Args:            args,
 				Env:             env,
 				VolumeMounts:    mounts,
+				Resources:       cfg.Runner.RunnerResources(),
 				// The runner's last words (or its last log lines) explain a failed Job.
 				TerminationMessagePolicy: corev1.TerminationMessageFallbackToLogsOnError,
 				SecurityContext: &corev1.SecurityContext{

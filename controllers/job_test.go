@@ -10,6 +10,7 @@ import (
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
+	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/utils/ptr"
 
@@ -166,6 +167,15 @@ func TestBuildRunnerJob(t *testing.T) {
 		}
 		if !*pod.SecurityContext.RunAsNonRoot || pod.SecurityContext.SeccompProfile.Type != corev1.SeccompProfileTypeRuntimeDefault {
 			t.Errorf("pod securityContext = %+v", pod.SecurityContext)
+		}
+		// Bounded: requests for scheduling, a memory limit, a size limit on the scratch space.
+		if c.Resources.Requests.Cpu().IsZero() || c.Resources.Requests.Memory().IsZero() || c.Resources.Limits.Memory().Cmp(resource.MustParse("1Gi")) != 0 {
+			t.Errorf("resources = %+v", c.Resources)
+		}
+		for _, v := range pod.Volumes {
+			if v.Name == "tmp" && (v.EmptyDir == nil || v.EmptyDir.SizeLimit == nil || v.EmptyDir.SizeLimit.Cmp(resource.MustParse("1Gi")) != 0) {
+				t.Errorf("tmp volume = %+v, want an emptyDir with a size limit", v)
+			}
 		}
 		var configMount *corev1.VolumeMount
 		for i := range c.VolumeMounts {
@@ -370,6 +380,9 @@ func TestBuildForgetJob(t *testing.T) {
 	other.UID = "another-uid"
 	if o, _ := BuildForgetJob(other, cfg, "sluice-system", time.Minute); o.Name == job.Name {
 		t.Fatalf("a re-created pipeline's forget job reuses the name %s", job.Name)
+	}
+	if job.Spec.Template.Spec.Containers[0].Resources.Limits.Memory().IsZero() {
+		t.Fatal("the forget Job's runner has no memory limit")
 	}
 	if ptr.Deref(job.Spec.ActiveDeadlineSeconds, 0) != 60 || ptr.Deref(job.Spec.TTLSecondsAfterFinished, 0) == 0 {
 		t.Fatalf("deadline %v, ttl %v: the Job must stop by itself and be collected", job.Spec.ActiveDeadlineSeconds, job.Spec.TTLSecondsAfterFinished)

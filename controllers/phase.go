@@ -81,7 +81,8 @@ func isActive(p etlv1.Phase) bool {
 // generation (a resume is one too) or a run-requested-at annotation. A schedule tick may not,
 // or a failing pipeline would fail again at every tick.
 func explicitRequest(t etlv1.RunTrigger) bool {
-	return t == etlv1.TriggerSpecChanged || t == etlv1.TriggerAnnotation || t == etlv1.TriggerResume
+	return t == etlv1.TriggerSpecChanged || t == etlv1.TriggerAnnotation || t == etlv1.TriggerResume ||
+		t == etlv1.TriggerConfigChanged
 }
 
 // NextPhase is the pipeline's state machine: it returns the phase that follows in. It is pure

@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	batchv1 "k8s.io/api/batch/v1"
+	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -17,6 +18,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	etlv1 "github.com/sluice-dev/sluice/api/v1alpha1"
 )
@@ -24,8 +26,9 @@ import (
 // ControllerName names the controller, its event source and its field owner.
 const ControllerName = "sluice-manager"
 
-// CacheOptions limits the manager's Job cache to the runner Jobs of the operator's namespace:
-// the manager needs no other Job, and its RBAC grants none.
+// CacheOptions limits the manager's Job cache to the runner Jobs of the operator's namespace,
+// and its ConfigMap cache to that namespace: the manager needs no other, and its RBAC grants
+// none.
 func CacheOptions(namespace string) cache.Options {
 	return cache.Options{
 		ByObject: map[client.Object]cache.ByObject{
@@ -33,6 +36,8 @@ func CacheOptions(namespace string) cache.Options {
 				Namespaces: map[string]cache.Config{namespace: {}},
 				Label:      labels.SelectorFromSet(runnerSelector),
 			},
+			// The operator's own ConfigMap, reloaded when it changes.
+			&corev1.ConfigMap{}: {Namespaces: map[string]cache.Config{namespace: {}}},
 		},
 	}
 }
@@ -40,15 +45,17 @@ func CacheOptions(namespace string) cache.Options {
 // SetupWithManager registers the reconciler: pipelines filtered to the changes that matter,
 // runner Jobs unfiltered and mapped back to their pipeline by label.
 func (r *ETLPipelineReconciler) SetupWithManager(mgr ctrl.Manager, opts controller.Options) error {
-	if r.Config == nil || r.Namespace == "" {
+	if r.config() == nil || r.Namespace == "" {
 		return fmt.Errorf("setup %s: the operator configuration and namespace are required", ControllerName)
 	}
-	return ctrl.NewControllerManagedBy(mgr).
+	b := ctrl.NewControllerManagedBy(mgr).
 		Named("etlpipeline").
 		For(&etlv1.ETLPipeline{}, builder.WithPredicates(PipelineChanged())).
-		Watches(&batchv1.Job{}, handler.EnqueueRequestsFromMapFunc(jobToPipeline)).
-		WithOptions(opts).
-		Complete(r)
+		Watches(&batchv1.Job{}, handler.EnqueueRequestsFromMapFunc(jobToPipeline))
+	if r.ConfigChanged != nil {
+		b = b.WatchesRawSource(source.Channel(r.ConfigChanged, &handler.EnqueueRequestForObject{}))
+	}
+	return b.WithOptions(opts).Complete(r)
 }
 
 // PipelineChanged lets through the pipeline updates the manager acts on: a new generation, a

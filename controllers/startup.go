@@ -81,7 +81,7 @@ func (r *ETLPipelineReconciler) reconcileStartup(ctx context.Context, s *pass) (
 		return ctrl.Result{}, fmt.Errorf("list pods of job %s/%s: %w", s.job.Namespace, s.job.Name, err)
 	}
 	s.startup = podProblem(pods.Items, s.job.Name, s.job.CreationTimestamp.Time, s.now)
-	deadline := r.Config.Runner.StartupDeadline()
+	deadline := r.config().Runner.StartupDeadline()
 	waited := s.now.Sub(st.Run.StartTime.Time)
 	if waited >= deadline {
 		s.startExpired = true
@@ -99,7 +99,7 @@ func (r *ETLPipelineReconciler) closeRunNotStarted(s *pass) {
 		why = s.startup.Reason + ": " + s.startup.Message
 	}
 	msg := redact(fmt.Sprintf("the runner of run %s did not start within %s (runner.startDeadline): %s",
-		st.Run.ID, r.Config.Runner.StartupDeadline(), why))
+		st.Run.ID, r.config().Runner.StartupDeadline(), why))
 	st.ConsecutiveFailures++
 	st.Run.CompletionTime = &metav1.Time{Time: s.now}
 	st.Run.ErrorClass = etlv1.ErrorInfra

@@ -3,6 +3,7 @@ package controllers
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"io"
 	"os"
@@ -24,6 +25,8 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
@@ -69,6 +72,8 @@ var _ = BeforeSuite(func() {
 	// Short enough for a spec to see a runner that never starts, long enough for every other
 	// spec to claim its runs.
 	operatorConfig.Runner.StartDeadline = &metav1.Duration{Duration: 8 * time.Second}
+	// The schedule specs tick every two seconds.
+	operatorConfig.Runner.MinScheduleInterval = &metav1.Duration{Duration: time.Second}
 
 	// The manager and the runner act as their service accounts, with the RBAC of config/rbac:
 	// every spec also proves that the roles suffice.
@@ -92,16 +97,25 @@ var _ = BeforeSuite(func() {
 	})
 	Expect(err).NotTo(HaveOccurred())
 	writes = &countingClient{Client: mgr.GetClient(), counts: map[string]int{}}
+	// The operator's ConfigMap holds the suite's configuration; the reloader watches it.
+	writeConfigMap(context.Background(), operatorConfig)
+	configs = NewConfigStore(operatorConfig)
+	changed := make(chan event.GenericEvent, 64)
 	r := &ETLPipelineReconciler{
-		Client:    writes,
-		APIReader: mgr.GetAPIReader(),
-		Recorder:  mgr.GetEventRecorder(ControllerName),
-		Config:    operatorConfig,
-		Namespace: operatorNamespace,
+		Client:        writes,
+		APIReader:     mgr.GetAPIReader(),
+		Recorder:      mgr.GetEventRecorder(ControllerName),
+		Config:        operatorConfig,
+		Configs:       configs,
+		ConfigChanged: changed,
+		Namespace:     operatorNamespace,
 		// No jitter: the schedule specs wait for exact ticks.
 		Jitter: func(d time.Duration) time.Duration { return d },
 	}
 	Expect(r.SetupWithManager(mgr, controller.Options{MaxConcurrentReconciles: 4, SkipNameValidation: ptr.To(true)})).To(Succeed())
+	reloader := &ConfigReconciler{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorder(ControllerName), Store: configs,
+		Namespace: operatorNamespace, Name: operatorConfig.Runner.ConfigMapName, Key: operatorConfig.Runner.ConfigMapKey, Changed: changed}
+	Expect(reloader.SetupWithManager(mgr)).To(Succeed())
 
 	ctx, cancel := context.WithCancel(context.Background())
 	DeferCleanup(cancel)
@@ -110,6 +124,30 @@ var _ = BeforeSuite(func() {
 		Expect(mgr.Start(ctx)).To(Succeed())
 	}()
 })
+
+// configs is the configuration store the suite's manager reads.
+var configs *ConfigStore
+
+// writeConfigMap writes cfg into the operator's ConfigMap, creating it if need be.
+func writeConfigMap(ctx context.Context, cfg *configv1.OperatorConfig) {
+	data, err := json.Marshal(cfg)
+	Expect(err).NotTo(HaveOccurred())
+	cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: operatorNamespace, Name: cfg.Runner.ConfigMapName}}
+	_, err = controllerutil.CreateOrUpdate(ctx, k8sClient, cm, func() error {
+		cm.Data = map[string]string{cfg.Runner.ConfigMapKey: string(data)}
+		return nil
+	})
+	Expect(err).NotTo(HaveOccurred())
+}
+
+// copyConfig returns a deep copy of cfg.
+func copyConfig(cfg *configv1.OperatorConfig) *configv1.OperatorConfig {
+	data, err := json.Marshal(cfg)
+	Expect(err).NotTo(HaveOccurred())
+	out := &configv1.OperatorConfig{}
+	Expect(json.Unmarshal(data, out)).To(Succeed())
+	return out
+}
 
 // countingClient counts the writes a reconciler makes, per pipeline (a Job's writes count for
 // its pipeline), so that a spec can assert that a pipeline at rest costs nothing.

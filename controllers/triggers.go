@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/robfig/cron/v3"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	etlv1 "github.com/sluice-dev/sluice/api/v1alpha1"
@@ -33,6 +34,8 @@ func parseSchedule(schedule string) (cron.Schedule, error) {
 //     last observed one); a pause or resume changes the generation too, so while paused the
 //     request waits and the resume serves it.
 //   - Annotation: run-requested-at differs from status.lastHandledRunRequest.
+//   - ConfigChanged: the pipeline is Failed for a spec problem (its Ready reason says which):
+//     once the operator configuration no longer has it, the pipeline runs by itself.
 //   - Schedule: status.nextScheduledRun is due.
 func pendingTrigger(p *etlv1.ETLPipeline, now time.Time) etlv1.RunTrigger {
 	st := &p.Status
@@ -52,6 +55,9 @@ func pendingTrigger(p *etlv1.ETLPipeline, now time.Time) etlv1.RunTrigger {
 	if v := p.Annotations[etlv1.AnnotationRunRequestedAt]; v != "" && v != st.LastHandledRunRequest {
 		return etlv1.TriggerAnnotation
 	}
+	if failedForSpec(st) {
+		return etlv1.TriggerConfigChanged
+	}
 	if p.Spec.Schedule != "" && st.NextScheduledRun != nil && !now.Before(st.NextScheduledRun.Time) {
 		return etlv1.TriggerSchedule
 	}
@@ -64,6 +70,23 @@ func pendingTrigger(p *etlv1.ETLPipeline, now time.Time) etlv1.RunTrigger {
 func scheduleWanted(p *etlv1.ETLPipeline, phase etlv1.Phase) bool {
 	return p.Spec.Schedule != "" && p.Spec.DesiredState != etlv1.DesiredPaused &&
 		phase != etlv1.PhasePaused && (phase != etlv1.PhaseFailed || infraFailed(&p.Status))
+}
+
+// failedForSpec reports whether the pipeline is Failed for a problem of its spec against the
+// operator configuration rather than for a run's failure.
+func failedForSpec(st *etlv1.ETLPipelineStatus) bool {
+	if st.Phase != etlv1.PhaseFailed {
+		return false
+	}
+	c := meta.FindStatusCondition(st.Conditions, etlv1.ConditionReady)
+	if c == nil || c.Status != metav1.ConditionFalse {
+		return false
+	}
+	switch c.Reason {
+	case etlv1.ReasonTargetNotAllowed, etlv1.ReasonUnknownConnection, etlv1.ReasonInvalidSpec:
+		return true
+	}
+	return false
 }
 
 // infraFailed reports whether the pipeline is Failed by its last run's infrastructure error.

@@ -3,6 +3,7 @@ package controllers
 import (
 	"fmt"
 	"strings"
+	"time"
 
 	configv1 "github.com/sluice-dev/sluice/api/config/v1alpha1"
 	etlv1 "github.com/sluice-dev/sluice/api/v1alpha1"
@@ -56,6 +57,9 @@ func validateSpec(spec *etlv1.ETLPipelineSpec, cfg *configv1.OperatorConfig) *sp
 	if msgs := invalidSpecMessages(spec); len(msgs) > 0 {
 		return &specProblem{Reason: etlv1.ReasonInvalidSpec, Message: strings.Join(msgs, "; ")}
 	}
+	if msg := scheduleTooFrequent(spec.Schedule, cfg.Runner.MinInterval(), time.Now()); msg != "" {
+		return &specProblem{Reason: etlv1.ReasonInvalidSpec, Message: msg}
+	}
 	if tc := checkTarget(spec, cfg); !tc.Allowed {
 		return &specProblem{Reason: tc.Reason, Message: tc.Message}
 	}
@@ -63,6 +67,32 @@ func validateSpec(spec *etlv1.ETLPipelineSpec, cfg *configv1.OperatorConfig) *sp
 		return &specProblem{Reason: etlv1.ReasonUnknownConnection, Message: strings.Join(msgs, "; ")}
 	}
 	return nil
+}
+
+// scheduleTooFrequent refuses a schedule whose ticks come closer than the operator's
+// runner.minScheduleInterval, "" when it is fine: one Job per run, too many runs pile up.
+// The gap is measured over the next few ticks from now (a cron expression may tick unevenly).
+func scheduleTooFrequent(schedule string, minInterval time.Duration, now time.Time) string {
+	if schedule == "" || minInterval <= 0 {
+		return ""
+	}
+	sched, err := parseSchedule(schedule)
+	if err != nil {
+		return "" // reported as invalid already
+	}
+	prev := sched.Next(now)
+	for range 24 {
+		next := sched.Next(prev)
+		if next.IsZero() || prev.IsZero() {
+			return ""
+		}
+		if gap := next.Sub(prev); gap < minInterval {
+			return fmt.Sprintf("spec.schedule %q starts a run every %s; the operator's minimum is %s (runner.minScheduleInterval)",
+				schedule, gap, minInterval)
+		}
+		prev = next
+	}
+	return ""
 }
 
 func invalidSpecMessages(spec *etlv1.ETLPipelineSpec) []string {

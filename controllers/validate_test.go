@@ -26,12 +26,17 @@ func TestValidateSpec(t *testing.T) {
 	}{
 		{name: "legacy into an allowed table", base: legacySpec},
 		{name: "tasks into an allowed index", base: tasksSpec},
-		{name: "schedule descriptor", base: legacySpec, mutate: func(s *etlv1.ETLPipelineSpec) { s.Schedule = "@every 2s" }},
+		{name: "schedule descriptor", base: legacySpec, mutate: func(s *etlv1.ETLPipelineSpec) { s.Schedule = "@every 2m" }},
+		{name: "schedule at the minimum interval", base: legacySpec, mutate: func(s *etlv1.ETLPipelineSpec) { s.Schedule = "* * * * *" }},
 		{name: "schedule five fields", base: legacySpec, mutate: func(s *etlv1.ETLPipelineSpec) { s.Schedule = "*/5 * * * 1-5" }},
 		{name: "explicit postgres target connection", base: legacySpec, mutate: func(s *etlv1.ETLPipelineSpec) { s.Target.Connection = "mart" }},
 		{name: "explicit es connection", base: tasksSpec, mutate: func(s *etlv1.ETLPipelineSpec) { s.Target.Connection = "plain" }},
 
 		{"schedule out of range", func(s *etlv1.ETLPipelineSpec) { s.Schedule = "61 * * * *" }, legacySpec, etlv1.ReasonInvalidSpec, "spec.schedule"},
+		{"schedule more frequent than the operator's minimum", func(s *etlv1.ETLPipelineSpec) { s.Schedule = "@every 10s" }, legacySpec,
+			etlv1.ReasonInvalidSpec, "every 10s; the operator's minimum is 1m0s"},
+		{"an uneven schedule with two ticks too close", func(s *etlv1.ETLPipelineSpec) { s.Schedule = "0,30 0-23 * * *" }, legacySpec,
+			"", ""},
 		{"schedule garbage", func(s *etlv1.ETLPipelineSpec) { s.Schedule = "@fortnightly" }, legacySpec, etlv1.ReasonInvalidSpec, "spec.schedule"},
 		{"bad target", func(s *etlv1.ETLPipelineSpec) { s.Target.Name = "public.orders" }, legacySpec, etlv1.ReasonInvalidSpec, "spec.target.name"},
 		{"action on a postgres target", func(s *etlv1.ETLPipelineSpec) { s.Target.Action = etlv1.ActionIndex }, legacySpec, etlv1.ReasonInvalidSpec, "spec.target.action"},

@@ -170,7 +170,7 @@ func (e *executor) open(ctx context.Context) (_ *session, err error) {
 			e.lastCheck = time.Time{} // pause before the first batch
 		}
 		if c, err = s.store.Claim(ctx, state.Run{ID: e.p.RunID, Generation: pl.generation, Mode: pl.mode,
-			Stream: pl.stream, FullStream: pl.fullStream}); err != nil {
+			Stream: pl.stream, FullStream: pl.fullStream, History: e.p.Config.Runner.Runs()}); err != nil {
 			return nil, err
 		}
 		e.claimed, e.epoch = true, c.Epoch

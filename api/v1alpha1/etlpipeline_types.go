@@ -272,6 +272,9 @@ const (
 	TriggerSchedule RunTrigger = "Schedule"
 	// TriggerResume means desiredState went from Paused to Running.
 	TriggerResume RunTrigger = "Resume"
+	// TriggerConfigChanged means the operator configuration changed so that the spec problem
+	// the pipeline failed for (a target not whitelisted, an unknown connection) went away.
+	TriggerConfigChanged RunTrigger = "ConfigChanged"
 )
 
 // RunStatus describes the current or last run.

@@ -2,7 +2,11 @@ package state
 
 import (
 	"context"
+	"fmt"
+	"strings"
 	"testing"
+
+	"github.com/jackc/pgx/v5"
 
 	etlv1 "github.com/sluice-dev/sluice/api/v1alpha1"
 )
@@ -100,5 +104,30 @@ func TestClaimResetsAnotherIdentity(t *testing.T) {
 	}
 	if c = claim("uid-2", "f-3", etlv1.ModeFull, "s2", "full-b"); c.Full != nil {
 		t.Fatalf("changed reader: %+v, want no full checkpoint", c.Full)
+	}
+}
+
+func TestClaimKeepsTheRunHistoryBounded(t *testing.T) {
+	conn := connectN(t, 1)[0]
+	ctx := context.Background()
+	if err := Migrate(ctx, conn); err != nil {
+		t.Fatal(err)
+	}
+	s := New(conn, Pipeline{Namespace: "ns", Name: "p", UID: "u"})
+	for i := range 7 {
+		if _, err := s.Claim(ctx, Run{ID: fmt.Sprintf("r%d", i), Mode: etlv1.ModeIncremental, Stream: "s", History: 3}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rows, err := conn.Query(ctx, `SELECT run_id FROM etl.etl_runs ORDER BY started_at, run_id`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ids, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(ids, ",") != "r4,r5,r6" {
+		t.Fatalf("etl_runs keeps %v, want the 3 newest", ids)
 	}
 }

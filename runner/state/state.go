@@ -130,6 +130,8 @@ type Run struct {
 	// Stream fingerprints what defines the pipeline's stream; FullStream, what defines a
 	// Full run's output (see the runner's identity.go).
 	Stream, FullStream string
+	// History is how many etl_runs rows the pipeline keeps (0: all).
+	History int
 }
 
 // Reset says why a claim started the stream from an empty checkpoint.
@@ -280,6 +282,14 @@ func (s *Store) Claim(ctx context.Context, run Run) (Claim, error) {
 		s.p.Namespace, s.p.Name, run.ID, c.Epoch, string(run.Mode), run.Generation, OutcomeRunning,
 		c.RowsRead, c.RowsWritten, c.Batches, uid); err != nil {
 		return c, fmt.Errorf("claim pipeline %s: record run: %w", s.p, err)
+	}
+	if run.History > 0 {
+		if _, err := tx.Exec(ctx, `
+			DELETE FROM etl.etl_runs WHERE namespace = $1 AND name = $2 AND run_id IN (
+				SELECT run_id FROM etl.etl_runs WHERE namespace = $1 AND name = $2
+				ORDER BY started_at DESC, run_id DESC OFFSET $3)`, s.p.Namespace, s.p.Name, run.History); err != nil {
+			return c, fmt.Errorf("claim pipeline %s: prune the run log: %w", s.p, err)
+		}
 	}
 	if err := tx.Commit(ctx); err != nil {
 		return c, fmt.Errorf("claim pipeline %s: commit: %w", s.p, err)

@@ -86,6 +86,7 @@ data:
       configMapName: sluice-config
       configMapKey: config.yaml
       startDeadline: 20s
+      minScheduleInterval: 1s
     stateConnection: %s
     postgres:
       - name: %s

@@ -3,6 +3,7 @@ package e2e
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -394,6 +395,35 @@ var _ = Describe("ETLPipelines on the local cluster", func() {
 		}
 		_, err = kubectl("get", "etlpipeline", "invalid", "-n", ns)
 		Expect(err).To(MatchError(ContainSubstring("NotFound")))
+	})
+
+	It("runs a pipeline that was refused its target once the ConfigMap whitelists it, without a manager restart", func() {
+		createOrders("orders_reload", 2000)
+		apply(ns, pipelineYAML("reload", "orders_reload", 1000, ""))
+		Eventually(phaseOf(ns, "reload")).WithTimeout(30 * time.Second).WithPolling(poll).Should(Equal(etlv1.PhaseFailed))
+		p, err := getPipeline(ns, "reload")
+		Expect(err).NotTo(HaveOccurred())
+		expectCondition(p, etlv1.ConditionReady, metav1.ConditionFalse, etlv1.ReasonTargetNotAllowed)
+
+		By("adding analytics.orders_reload to allowedTargets in the operator's ConfigMap")
+		cm := &corev1.ConfigMap{}
+		Expect(getJSON(cm, "configmap", "sluice-config", "-n", operatorNamespace)).To(Succeed())
+		original := cm.Data["config.yaml"]
+		DeferCleanup(func() {
+			cm.Data["config.yaml"] = original
+			js, _ := json.Marshal(map[string]any{"data": cm.Data})
+			_, _ = kubectl("patch", "configmap", "sluice-config", "-n", operatorNamespace, "--type", "merge", "-p", string(js))
+		})
+		Expect(original).To(ContainSubstring("postgresTables: ["))
+		cm.Data["config.yaml"] = strings.Replace(original, "postgresTables: [", "postgresTables: [analytics.orders_reload, ", 1)
+		js, err := json.Marshal(map[string]any{"data": cm.Data})
+		Expect(err).NotTo(HaveOccurred())
+		mustKubectl("patch", "configmap", "sluice-config", "-n", operatorNamespace, "--type", "merge", "-p", string(js))
+
+		p = waitIdleAndReady(ns, "reload")
+		Expect(p.Status.Run.Trigger).To(Equal(etlv1.TriggerConfigChanged))
+		Expect(p.Status.Run.RowsRead).To(BeEquivalentTo(2000))
+		expectSame("orders_reload")
 	})
 
 	It("fails a run whose runner cannot start (a missing Secret) with RunnerNotStarted, then runs once the Secret exists", func() {

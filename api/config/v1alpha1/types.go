@@ -16,6 +16,8 @@ import (
 	"strings"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/apimachinery/pkg/util/yaml"
@@ -74,6 +76,53 @@ type RunnerConfig struct {
 	// StartDeadline is how long a requested run may wait for its runner pod to start before
 	// it fails with reason RunnerNotStarted (default 5m).
 	StartDeadline *metav1.Duration `json:"startDeadline,omitempty"`
+	// MinScheduleInterval refuses a spec.schedule that starts runs more often (default 1m).
+	MinScheduleInterval *metav1.Duration `json:"minScheduleInterval,omitempty"`
+	// Resources of the runner container (default: requests 100m CPU and 128Mi, limit 1Gi,
+	// which leaves room for a Python worker next to the runner's ~50Mi).
+	Resources *corev1.ResourceRequirements `json:"resources,omitempty"`
+	// TmpSizeLimit bounds the runner's /tmp scratch volume (default 1Gi).
+	TmpSizeLimit *resource.Quantity `json:"tmpSizeLimit,omitempty"`
+	// RunHistory is how many etl_runs rows a pipeline keeps, newest first (default 100).
+	RunHistory int `json:"runHistory,omitempty"`
+}
+
+// DefaultMinScheduleInterval is runner.minScheduleInterval when the configuration leaves it out.
+const DefaultMinScheduleInterval = time.Minute
+
+// MinInterval returns runner.minScheduleInterval, defaulted.
+func (r RunnerConfig) MinInterval() time.Duration {
+	if r.MinScheduleInterval == nil || r.MinScheduleInterval.Duration <= 0 {
+		return DefaultMinScheduleInterval
+	}
+	return r.MinScheduleInterval.Duration
+}
+
+// RunnerResources returns runner.resources, defaulted.
+func (r RunnerConfig) RunnerResources() corev1.ResourceRequirements {
+	if r.Resources != nil {
+		return *r.Resources.DeepCopy()
+	}
+	return corev1.ResourceRequirements{
+		Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("100m"), corev1.ResourceMemory: resource.MustParse("128Mi")},
+		Limits:   corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("1Gi")},
+	}
+}
+
+// TmpLimit returns runner.tmpSizeLimit, defaulted.
+func (r RunnerConfig) TmpLimit() resource.Quantity {
+	if r.TmpSizeLimit != nil {
+		return r.TmpSizeLimit.DeepCopy()
+	}
+	return resource.MustParse("1Gi")
+}
+
+// Runs returns runner.runHistory, defaulted.
+func (r RunnerConfig) Runs() int {
+	if r.RunHistory <= 0 {
+		return 100
+	}
+	return r.RunHistory
 }
 
 // DefaultStartDeadline is runner.startDeadline when the configuration leaves it out.
