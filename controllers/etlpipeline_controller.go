@@ -142,6 +142,7 @@ func (r *ETLPipelineReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 		r.reconcileStartup,
 		r.reconcilePhase,
 		r.reconcileJob,
+		r.reconcileProgress,
 		r.reconcileSchedule,
 	} {
 		res, err := step(ctx, s)
@@ -594,7 +595,20 @@ func (r *ETLPipelineReconciler) patchStatus(ctx context.Context, base *etlv1.ETL
 		return false, fmt.Errorf("patch status of pipeline %s/%s: %w", p.Namespace, p.Name, err)
 	}
 	r.recordTransition(base, p)
+	r.recordStall(base, p)
 	return false, nil
+}
+
+// recordStall emits a Warning event when a run has just passed its progress deadline.
+func (r *ETLPipelineReconciler) recordStall(base, p *etlv1.ETLPipeline) {
+	c := meta.FindStatusCondition(p.Status.Conditions, etlv1.ConditionProgressing)
+	if c == nil || c.Status != metav1.ConditionFalse {
+		return
+	}
+	if old := meta.FindStatusCondition(base.Status.Conditions, etlv1.ConditionProgressing); old != nil && old.Status == c.Status {
+		return
+	}
+	r.Recorder.Eventf(p, nil, corev1.EventTypeWarning, c.Reason, "Run", "%s", c.Message)
 }
 
 // recordTransition emits an event when the Ready condition changed reason or status: that is

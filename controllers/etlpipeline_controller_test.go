@@ -421,6 +421,20 @@ var _ = Describe("ETLPipeline reconciler", func() {
 		Eventually(conditionOf(ctx, p, etlv1.ConditionReady), timeout, interval).Should(Equal("True/" + etlv1.ReasonSucceeded))
 	})
 
+	It("marks a claimed run that commits nothing for the progress deadline, and clears it when a batch commits", func() {
+		p := createPipeline(ctx, ns, "slow", legacySpec())
+		run := waitForRun(ctx, p, etlv1.TriggerCreated, 1)
+		claim(ctx, p, run.ID)
+		Eventually(conditionOf(ctx, p, etlv1.ConditionProgressing), 15*time.Second, interval).Should(Equal("False/" + etlv1.ReasonProgressDeadlineExceeded))
+		Expect(getPipeline(ctx, p).Status.Phase).To(Equal(etlv1.PhaseRunning), "the run is not stopped")
+		runnerWrite(ctx, p, run.ID, []etlv1.Phase{etlv1.PhaseRunning}, func(st *etlv1.ETLPipelineStatus) {
+			now := metav1.NewTime(time.Now().Truncate(time.Second))
+			st.Checkpoint = &etlv1.CheckpointStatus{Values: []string{"2026-01-01 00:00:00Z", "10"}, Time: &now}
+		})
+		Eventually(conditionOf(ctx, p, etlv1.ConditionProgressing), 15*time.Second, interval).Should(BeEmpty())
+		reportEnd(ctx, p, run.ID, etlv1.PhaseIdle)
+	})
+
 	It("creates no Job for a target outside the whitelist and says why", func() {
 		spec := legacySpec()
 		spec.Target.Name = "analytics.payroll"

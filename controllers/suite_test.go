@@ -72,6 +72,7 @@ var _ = BeforeSuite(func() {
 	// Short enough for a spec to see a runner that never starts, long enough for every other
 	// spec to claim its runs.
 	operatorConfig.Runner.StartDeadline = &metav1.Duration{Duration: 8 * time.Second}
+	operatorConfig.Runner.ProgressDeadline = &metav1.Duration{Duration: 4 * time.Second}
 	// The schedule specs tick every two seconds.
 	operatorConfig.Runner.MinScheduleInterval = &metav1.Duration{Duration: time.Second}
 

@@ -16,6 +16,9 @@ const (
 	// ConditionRunnerStarted is False, with the pod's reason (CreateContainerConfigError,
 	// ImagePullBackOff, Unschedulable, ...), while a requested run's runner pod cannot start.
 	ConditionRunnerStarted = "RunnerStarted"
+	// ConditionProgressing is False while a claimed run has committed no batch for the
+	// operator's runner.progressDeadline.
+	ConditionProgressing = "Progressing"
 )
 
 // Condition reasons (PascalCase, stable: tools match on them).
@@ -38,6 +41,9 @@ const (
 	// ReasonRunnerNotStarted: the runner pod of a requested run did not start within the
 	// operator's runner.startDeadline.
 	ReasonRunnerNotStarted = "RunnerNotStarted"
+	// ReasonProgressDeadlineExceeded: a claimed run committed no batch for
+	// runner.progressDeadline.
+	ReasonProgressDeadlineExceeded = "ProgressDeadlineExceeded"
 
 	// ReasonTransactionOpen: a transaction open in the source (idle in transaction, long,
 	// or prepared) holds the read horizon back.

@@ -76,6 +76,10 @@ type RunnerConfig struct {
 	// StartDeadline is how long a requested run may wait for its runner pod to start before
 	// it fails with reason RunnerNotStarted (default 5m).
 	StartDeadline *metav1.Duration `json:"startDeadline,omitempty"`
+	// ProgressDeadline is how long a claimed run may commit no batch before the pipeline says
+	// so (condition Progressing=False, reason ProgressDeadlineExceeded); the run goes on
+	// (default 30m).
+	ProgressDeadline *metav1.Duration `json:"progressDeadline,omitempty"`
 	// MinScheduleInterval refuses a spec.schedule that starts runs more often (default 1m).
 	MinScheduleInterval *metav1.Duration `json:"minScheduleInterval,omitempty"`
 	// Resources of the runner container (default: requests 100m CPU and 128Mi, limit 1Gi,
@@ -85,6 +89,17 @@ type RunnerConfig struct {
 	TmpSizeLimit *resource.Quantity `json:"tmpSizeLimit,omitempty"`
 	// RunHistory is how many etl_runs rows a pipeline keeps, newest first (default 100).
 	RunHistory int `json:"runHistory,omitempty"`
+}
+
+// DefaultProgressDeadline is runner.progressDeadline when the configuration leaves it out.
+const DefaultProgressDeadline = 30 * time.Minute
+
+// ProgressLimit returns runner.progressDeadline, defaulted.
+func (r RunnerConfig) ProgressLimit() time.Duration {
+	if r.ProgressDeadline == nil || r.ProgressDeadline.Duration <= 0 {
+		return DefaultProgressDeadline
+	}
+	return r.ProgressDeadline.Duration
 }
 
 // DefaultMinScheduleInterval is runner.minScheduleInterval when the configuration leaves it out.
