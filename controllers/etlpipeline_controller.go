@@ -348,6 +348,9 @@ func (r *ETLPipelineReconciler) reconcileRunJob(ctx context.Context, s *pass) (c
 // reconcilePhase runs the state machine and records the transition it decides.
 func (r *ETLPipelineReconciler) reconcilePhase(ctx context.Context, s *pass) (ctrl.Result, error) {
 	st := &s.p.Status
+	if recovered, err := r.recoverEnd(ctx, s); err != nil || recovered {
+		return ctrl.Result{}, err
+	}
 	trigger := pendingTrigger(s.p, s.now)
 	desired := s.p.Spec.DesiredState
 	if desired == "" {

@@ -2,6 +2,7 @@ package controllers
 
 import (
 	"context"
+	"fmt"
 	"time"
 
 	. "github.com/onsi/ginkgo/v2"
@@ -509,6 +510,21 @@ var _ = Describe("ETLPipeline reconciler", func() {
 		// A schedule-like idle pass changes nothing; an explicit request leaves Failed.
 		annotate(ctx, p, "retry")
 		waitForRun(ctx, p, etlv1.TriggerAnnotation, 2)
+	})
+
+	It("records the end a runner could not report from its termination message: Idle, not Failed", func() {
+		p := createPipeline(ctx, ns, "unheard", legacySpec())
+		run := waitForRun(ctx, p, etlv1.TriggerCreated, 1)
+		claim(ctx, p, run.ID)
+		end := fmt.Sprintf(`{"runID":%q,"phase":"Idle","rowsRead":1200,"rowsWritten":1100,"batches":3}`, run.ID)
+		createTerminatedPod(ctx, run.JobName, 0, end)
+		finishJob(ctx, run.JobName, false)
+		Eventually(phaseOf(ctx, p), timeout, interval).Should(Equal(etlv1.PhaseIdle))
+		cur := getPipeline(ctx, p)
+		Expect(cur.Status.Run.RowsRead).To(BeEquivalentTo(1200))
+		Expect(cur.Status.Run.RowsWritten).To(BeEquivalentTo(1100))
+		Expect(cur.Status.Run.CompletionTime).NotTo(BeNil())
+		Eventually(conditionOf(ctx, p, etlv1.ConditionReady), timeout, interval).Should(Equal("True/" + etlv1.ReasonSucceeded))
 	})
 
 	It("fails a run whose Job completed without the runner reporting", func() {

@@ -45,3 +45,24 @@ func TestPodProblem(t *testing.T) {
 		}
 	}
 }
+
+func TestReportedEnd(t *testing.T) {
+	cases := []struct {
+		name string
+		t    termination
+		want string
+	}{
+		{"an Idle end", termination{message: `{"runID":"r1","phase":"Idle","rowsRead":5}`}, "Idle"},
+		{"a Paused end", termination{message: `{"runID":"r1","phase":"Paused"}`}, "Paused"},
+		{"another run's end", termination{message: `{"runID":"r0","phase":"Idle"}`}, ""},
+		{"a failure's words", termination{exitCode: 1, message: "Failed: connection refused"}, ""},
+		{"exit 0 with log lines", termination{message: "level=INFO msg=done"}, ""},
+		{"a phase no run ends in", termination{message: `{"runID":"r1","phase":"Running"}`}, ""},
+	}
+	for _, tc := range cases {
+		got := reportedEnd(tc.t, "r1")
+		if (got == nil && tc.want != "") || (got != nil && got.Phase != tc.want) {
+			t.Errorf("%s: %+v, want %q", tc.name, got, tc.want)
+		}
+	}
+}

@@ -11,6 +11,7 @@ package runner
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -137,8 +138,13 @@ func Run(ctx context.Context, p Params) Result {
 	e.log = p.Log.With("pipeline", p.Pipeline.String(), "run", p.RunID)
 	res := e.run(ctx)
 	res.RowsRead, res.RowsWritten, res.Batches = e.rowsRead, e.rowsWritten, e.batches
-	if res.ExitCode != configv1.ExitOK {
+	switch {
+	case res.ExitCode != configv1.ExitOK:
 		writeTermination(p.TerminationLog, string(res.Outcome)+": "+res.Message)
+	case res.Outcome == OutcomeIdle || res.Outcome == OutcomePaused:
+		end, _ := json.Marshal(configv1.RunEnd{RunID: p.RunID, Phase: string(res.Outcome),
+			RowsRead: res.RowsRead, RowsWritten: res.RowsWritten, Batches: res.Batches})
+		writeTermination(p.TerminationLog, string(end))
 	}
 	return res
 }

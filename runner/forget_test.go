@@ -2,6 +2,9 @@ package runner
 
 import (
 	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -48,5 +51,27 @@ func TestForgetRemovesOnlyTheDeletedPipelinesState(t *testing.T) {
 		return v, ok
 	}}); code != configv1.ExitOK {
 		t.Fatalf("Forget on an empty state database: exit %d", code)
+	}
+}
+
+// TestRunLeavesItsEndInTheTerminationMessage: a run that ended well says so where the manager
+// can read it if the status report did not get through.
+func TestRunLeavesItsEndInTheTerminationMessage(t *testing.T) {
+	db := newTestDB(t, "main")
+	createSource(t, db, 120)
+	createTarget(t, db, "items")
+	r := &inProcess{cfg: testConfig(db), env: envOf(db), spec: specJSON(t, specOpts{sourceConn: "main", batch: 50}),
+		termination: filepath.Join(t.TempDir(), "termination")}
+	requireOutcome(t, r.run(t), OutcomeIdle, configv1.ExitOK)
+	data, err := os.ReadFile(r.termination)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var end configv1.RunEnd
+	if err := json.Unmarshal(data, &end); err != nil {
+		t.Fatalf("termination message %q: %v", data, err)
+	}
+	if end.RunID != "run-1" || end.Phase != "Idle" || end.RowsRead != 120 || end.RowsWritten != 120 || end.Batches != 3 {
+		t.Fatalf("termination message %+v", end)
 	}
 }

@@ -249,6 +249,8 @@ type inProcess struct {
 	rep      *fakeReporter
 	opts     Options
 	sleeps   []time.Duration
+	// termination is the file the run leaves its termination message in ("" for none).
+	termination string
 }
 
 func (r *inProcess) run(t *testing.T) Result {
@@ -286,9 +288,10 @@ func (r *inProcess) run(t *testing.T) Result {
 			v, ok := r.env[k]
 			return v, ok
 		},
-		Reporter: r.rep,
-		Log:      slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})),
-		Options:  opts,
+		Reporter:       r.rep,
+		Log:            slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})),
+		Options:        opts,
+		TerminationLog: r.termination,
 	})
 }
 

@@ -415,6 +415,17 @@ const (
 	DefaultConfigPath = "/etc/sluice/config.yaml"
 )
 
+// RunEnd is the termination message a runner leaves when its run ended well (Idle or Paused):
+// should the runner fail to report the end to the status (the API server down for longer than
+// its retries), the manager reads it from the pod and records the end instead of a failure.
+type RunEnd struct {
+	RunID       string `json:"runID"`
+	Phase       string `json:"phase"`
+	RowsRead    int64  `json:"rowsRead"`
+	RowsWritten int64  `json:"rowsWritten"`
+	Batches     int64  `json:"batches"`
+}
+
 // Runner exit codes. The runner Job's podFailurePolicy fails the Job at once on ExitBusiness.
 const (
 	ExitOK       = 0
