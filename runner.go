@@ -83,7 +83,6 @@ func runRunner(args []string) int {
 		},
 		RunID:          os.Getenv(configv1.EnvRunID),
 		Generation:     os.Getenv(configv1.EnvGeneration),
-		SpecJSON:       os.Getenv(configv1.EnvSpec),
 		LookupEnv:      os.LookupEnv,
 		Log:            log,
 		TerminationLog: *terminationLog,
@@ -99,6 +98,12 @@ func runRunner(args []string) int {
 		},
 	}
 	p.Config, p.ConfigErr = configv1.Load(*configPath)
+	if spec, err := configv1.ReadSpec(os.LookupEnv); err != nil {
+		p.SpecJSON = "" // the run fails on the empty snapshot and says so
+		log.Error("cannot read the spec snapshot", "error", err.Error())
+	} else {
+		p.SpecJSON = spec
+	}
 	if *forget {
 		if p.ConfigErr != nil {
 			log.Error("cannot load the operator configuration", "error", p.ConfigErr.Error())

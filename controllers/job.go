@@ -176,7 +176,9 @@ func BuildRunnerJob(in RunnerJobParams) (*batchv1.Job, error) {
 		{Name: configv1.EnvPipelineUID, Value: string(p.UID)},
 		{Name: configv1.EnvRunID, Value: run.ID},
 		{Name: configv1.EnvGeneration, Value: strconv.FormatInt(run.Generation, 10)},
-		{Name: configv1.EnvSpec, Value: string(specJSON)},
+	}
+	for _, v := range configv1.SpecEnv(string(specJSON)) {
+		env = append(env, corev1.EnvVar{Name: v.Name, Value: v.Value})
 	}
 	volumes := []corev1.Volume{
 		{Name: "config", VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{

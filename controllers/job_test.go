@@ -2,6 +2,7 @@ package controllers
 
 import (
 	"encoding/json"
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
@@ -401,5 +402,34 @@ func TestBuildForgetJob(t *testing.T) {
 	}
 	if _, ok := env[configv1.PostgresDSNEnv("warehouse")]; ok || len(env) != 4 {
 		t.Fatalf("env %v, want the pipeline's identity and the state DSN only", env)
+	}
+}
+
+func TestBuildRunnerJobCutsALargeSpec(t *testing.T) {
+	spec := tasksSpec()
+	for i := range 15 {
+		spec.Tasks = append(spec.Tasks, etlv1.Task{Name: fmt.Sprintf("pad%d", i), Python: "def transform(r):\n    return r\n#" + strings.Repeat("x", 60000)})
+	}
+	p := newPipeline("team-a", "big", spec)
+	job, err := BuildRunnerJob(RunnerJobParams{Pipeline: p, Run: &etlv1.RunStatus{ID: "r1", Generation: 1}, Config: testConfig(), Namespace: "x"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	env := envMap(job.Spec.Template.Spec.Containers[0])
+	if env[configv1.EnvSpecParts].Value == "" {
+		t.Fatalf("a spec of about 900 KiB travels in one variable")
+	}
+	got, err := configv1.ReadSpec(func(k string) (string, bool) { v, ok := env[k]; return v.Value, ok })
+	if err != nil {
+		t.Fatal(err)
+	}
+	var s etlv1.ETLPipelineSpec
+	if err := json.Unmarshal([]byte(got), &s); err != nil || len(s.Tasks) != len(spec.Tasks) {
+		t.Fatalf("the spec read back has %d tasks (%v), want %d", len(s.Tasks), err, len(spec.Tasks))
+	}
+	for _, e := range job.Spec.Template.Spec.Containers[0].Env {
+		if len(e.Value) > configv1.SpecPartSize {
+			t.Fatalf("%s holds %d bytes", e.Name, len(e.Value))
+		}
 	}
 }
