@@ -40,7 +40,7 @@ func runRunner(args []string) int {
 		"(also the case when "+configv1.EnvPipelineName+" is empty)")
 	trigger := fs.String("trigger", "", "with --no-status: the run's trigger (Resume continues a paused Full run)")
 	terminationLog := fs.String("termination-log", envOr("SLUICE_TERMINATION_LOG", "/dev/termination-log"), "file for a short failure message (ignored if not writable; default $SLUICE_TERMINATION_LOG)")
-	lockWait := fs.Duration("lock-wait", 30*time.Second, "how long to wait for another live runner of the pipeline before giving up")
+	lockWait := fs.Duration("lock-wait", 90*time.Second, "how long to wait for another live runner of the pipeline before giving up")
 	checkInterval := fs.Duration("check-interval", time.Second, "least time between two looks at the pipeline for a pause")
 	progressInterval := fs.Duration("progress-interval", 2*time.Second, "least time between two progress reports")
 	checkpointAtEnd := fs.Bool("checkpoint-at-end", false, "benchmarks only: commit the checkpoint at the end of the run, not per batch")

@@ -143,6 +143,7 @@ func (r *ETLPipelineReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 		r.reconcilePhase,
 		r.reconcileJob,
 		r.reconcileProgress,
+		r.reconcileHistory,
 		r.reconcileSchedule,
 	} {
 		res, err := step(ctx, s)

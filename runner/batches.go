@@ -27,7 +27,7 @@ func (e *executor) step(ctx context.Context, s *session, stages []transform.Stag
 	if err != nil {
 		return false, err
 	}
-	more := b.Len() == e.pl.batchSize
+	more := b.More
 	if more && !e.opts.Sequential {
 		e.startPrefetch(ctx, s, pos)
 	}

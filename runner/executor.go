@@ -57,8 +57,9 @@ type Options struct {
 	CheckInterval time.Duration
 	// ProgressInterval is the least time between two progress reports (2s).
 	ProgressInterval time.Duration
-	// LockWait is how long a runner waits for another live runner of the pipeline to let go
-	// before it gives up without writing (30s).
+	// LockWait is how long a runner waits for another runner of the pipeline to let go
+	// before it gives up without writing (90s: longer than the server takes to end the
+	// session of a runner whose node died, see runner.postgres' keepalives).
 	LockWait time.Duration
 	// CheckpointAtEnd commits the checkpoint only when the run ends, not after every batch.
 	// It exists to measure what per-batch checkpoints cost (test/bench); a crash then
@@ -88,7 +89,7 @@ func (o *Options) defaults() {
 		o.ProgressInterval = 2 * time.Second
 	}
 	if o.LockWait == 0 {
-		o.LockWait = 30 * time.Second
+		o.LockWait = 90 * time.Second
 	}
 	if o.Sleep == nil {
 		o.Sleep = sleep
@@ -159,14 +160,11 @@ type executor struct {
 	scrub *scrubber
 	pl    *plan
 
-	trigger etlv1.RunTrigger
-	// replacement is set when the status claim found the run already Running: this runner
-	// replaces a pod of the same run, whose session it may take over (state.Store.Lock).
-	replacement bool
-	identity    bool
-	migrated    bool
-	claimed     bool
-	epoch       int64
+	trigger  etlv1.RunTrigger
+	identity bool
+	migrated bool
+	claimed  bool
+	epoch    int64
 	// pids are the backends of this runner's state sessions (see state.Store.Lock).
 	pids []uint32
 
@@ -207,7 +205,7 @@ func (e *executor) run(ctx context.Context) Result {
 		e.log.Error("cannot claim the run", "error", msg)
 		return Result{Outcome: OutcomeFailed, ExitCode: configv1.ExitInfra, ErrorClass: etlv1.ErrorInfra, Message: msg}
 	}
-	e.trigger, e.replacement = claim.Trigger, claim.Again
+	e.trigger = claim.Trigger
 	if e.p.ConfigErr != nil || e.p.Config == nil {
 		cause := e.p.ConfigErr
 		if cause == nil {

@@ -69,7 +69,7 @@ func forget(ctx context.Context, p ForgetParams) (int64, error) {
 	if wait <= 0 {
 		wait = 30 * time.Second
 	}
-	if err := store.Lock(ctx, wait, nil, ""); err != nil {
+	if err := store.Lock(ctx, wait, nil); err != nil {
 		return 0, err
 	}
 	return store.Forget(ctx)

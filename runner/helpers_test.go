@@ -191,7 +191,6 @@ func specJSON(t *testing.T, o specOpts) string {
 type fakeReporter struct {
 	mu       sync.Mutex
 	trigger  etlv1.RunTrigger
-	again    bool
 	claimErr error
 	// signal returns the answer to the n-th Check (0-based).
 	signal   func(n int) status.Signal
@@ -201,7 +200,7 @@ type fakeReporter struct {
 }
 
 func (f *fakeReporter) Claim(context.Context) (status.Claim, error) {
-	return status.Claim{Trigger: f.trigger, Again: f.again}, f.claimErr
+	return status.Claim{Trigger: f.trigger}, f.claimErr
 }
 
 func (f *fakeReporter) Check(context.Context) (status.Signal, error) {

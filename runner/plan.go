@@ -46,7 +46,9 @@ type plan struct {
 	// session are the settings of every Postgres session (runner.postgres).
 	session   map[string]string
 	batchSize int
-	retry     retryPolicy
+	// maxBytes bounds a batch in bytes (spec.maxBatchBytes, else runner.maxBatchBytes).
+	maxBytes int64
+	retry    retryPolicy
 
 	sourceConn, sinkConn, stateConn string
 	// dsns holds the DSN of each connection the run uses, by connection name.
@@ -116,6 +118,13 @@ func makePlan(cfg *configv1.OperatorConfig, specJSON, generation string, lookupE
 		bad("batchSize %d must be positive", spec.BatchSize)
 	}
 	p.retry = retryFromSpec(spec.Retry)
+	p.maxBytes = cfg.Runner.BatchBytes()
+	if q := spec.MaxBatchBytes; q != nil {
+		p.maxBytes = q.Value()
+		if p.maxBytes < etlv1.MinBatchBytes {
+			bad("maxBatchBytes %s is below the least of %d bytes", q.String(), etlv1.MinBatchBytes)
+		}
+	}
 
 	target, err := etlv1.ParseTarget(spec.Target.Name)
 	if err != nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -73,8 +74,10 @@ func connect(ctx context.Context, name, dsn, appName string, readOnly bool, para
 		return nil, fmt.Errorf("connection %q: the DSN does not parse", name)
 	}
 	for k, v := range params {
-		if _, set := cfg.RuntimeParams[k]; !set {
-			cfg.RuntimeParams[k] = v // the DSN's own settings win
+		// The DSN's own settings win, as parameters or in options (-c name=value).
+		opts := cfg.RuntimeParams["options"]
+		if _, set := cfg.RuntimeParams[k]; !set && !strings.Contains(opts, k+"=") {
+			cfg.RuntimeParams[k] = v
 		}
 	}
 	cfg.RuntimeParams["application_name"] = appName
@@ -127,17 +130,13 @@ func (e *executor) open(ctx context.Context) (_ *session, err error) {
 		e.migrated = true
 	}
 	s.store = state.New(s.state, e.p.Pipeline)
-	takeOver := ""
-	if e.replacement {
-		takeOver = app
-	}
-	if err = s.store.Lock(ctx, e.opts.LockWait, e.pids, takeOver); err != nil {
+	if err = s.store.Lock(ctx, e.opts.LockWait, e.pids); err != nil {
 		return nil, err
 	}
 	e.pids = append(e.pids, s.state.PgConn().PID())
 
 	if s.reader, err = source.Open(ctx, s.src, source.Options{
-		Query: pl.query, Cursor: pl.cursor, Keys: pl.keys, BatchSize: pl.batchSize,
+		Query: pl.query, Cursor: pl.cursor, Keys: pl.keys, BatchSize: pl.batchSize, MaxBytes: pl.maxBytes,
 	}); err != nil {
 		return nil, err
 	}

@@ -49,38 +49,49 @@ func TestLockedSourceDoesNotHangTheRun(t *testing.T) {
 	sinkMatchesSource(t, db, db, "items")
 }
 
-// TestReplacementTakesOverTheSessionOfALostPod: the backend of a pod lost with its node keeps
-// the pipeline's lock until the server notices the dead peer. The replacement pod of the same
-// run fences it and ends it instead of waiting (and being fenced itself); a runner that is not
-// a replacement still waits and stops without writing.
-func TestReplacementTakesOverTheSessionOfALostPod(t *testing.T) {
+// TestWideRowsMakeSmallerBatches: rows of about a megabyte with batchSize 1000 and
+// maxBatchBytes 4Mi are written in batches of a few rows, and the sink is exact.
+func TestWideRowsMakeSmallerBatches(t *testing.T) {
 	db := newTestDB(t, "main")
-	createSource(t, db, 200)
+	createSource(t, db, 0)
+	db.exec(t, `INSERT INTO src SELECT g, timestamptz '2024-01-01' + g * interval '1s', repeat(md5(g::text), 32768), g, '{}'
+		FROM generate_series(1, 60) g`)
 	createTarget(t, db, "items")
-	r := &inProcess{cfg: testConfig(db), env: envOf(db), spec: specJSON(t, specOpts{sourceConn: "main", batch: 50}),
-		opts: Options{LockWait: 20 * time.Second}}
-	requireOutcome(t, r.run(t), OutcomeIdle, configv1.ExitOK)
-
-	lost := db.session(t, appName(r.pipeline))
-	mustExec(t, lost, `SELECT pg_advisory_lock(hashtextextended('sluice/pipeline/tenant/items', 0))`)
-	var pid uint32
-	if err := lost.QueryRow(t.Context(), "SELECT pg_backend_pid()").Scan(&pid); err != nil {
-		t.Fatal(err)
-	}
-	epoch := db.queryInt(t, `SELECT epoch FROM etl.etl_state`)
-	db.exec(t, "UPDATE src SET updated_at = updated_at + interval '1 day' WHERE id <= 20")
-
-	r.runID, r.rep = "run-2", &fakeReporter{again: true}
-	start := time.Now()
-	requireOutcome(t, r.run(t), OutcomeIdle, configv1.ExitOK)
-	if took := time.Since(start); took > 10*time.Second {
-		t.Fatalf("the replacement took %s: it waited for the lost session", took)
-	}
-	if n := db.queryInt(t, `SELECT count(*) FROM pg_stat_activity WHERE pid = $1`, pid); n != 0 {
-		t.Fatalf("the lost pod's session is still there")
-	}
-	if got := db.queryInt(t, `SELECT epoch FROM etl.etl_state`); got < epoch+2 {
-		t.Fatalf("epoch %d after the takeover, want at least %d (fenced, then claimed)", got, epoch+2)
+	spec := strings.Replace(specJSON(t, specOpts{sourceConn: "main", batch: 1000}), `"batchSize":1000`, `"batchSize":1000,"maxBatchBytes":"4Mi"`, 1)
+	r := &inProcess{cfg: testConfig(db), env: envOf(db), spec: spec}
+	res := r.run(t)
+	requireOutcome(t, res, OutcomeIdle, configv1.ExitOK)
+	if res.RowsRead != 60 || res.Batches < 15 {
+		t.Fatalf("read %d rows in %d batches, want 60 rows in batches of at most 4 rows", res.RowsRead, res.Batches)
 	}
 	sinkMatchesSource(t, db, db, "items")
+}
+
+// TestSessionsCarryTheirSettings: every runner session asks the server for the timeouts of
+// runner.postgres and for TCP keepalives, so that the backend of a runner whose node died
+// ends (and frees the pipeline's lock) within about a minute; a DSN's own setting wins.
+func TestSessionsCarryTheirSettings(t *testing.T) {
+	db := newTestDB(t, "main")
+	cfg := testConfig(db)
+	cfg.Runner.Postgres.LockTimeout = &metav1.Duration{Duration: 7 * time.Second}
+	sep := "?"
+	if strings.Contains(db.dsn, "?") {
+		sep = "&"
+	}
+	conn, err := connect(t.Context(), "main", db.dsn+sep+"options=-c%20statement_timeout%3D5min", "sluice-runner test", true,
+		cfg.Runner.Postgres.SessionParams())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = conn.Close(t.Context()) }()
+	for name, want := range map[string]string{
+		"lock_timeout": "7s", "idle_in_transaction_session_timeout": "10min", "statement_timeout": "5min",
+		"tcp_keepalives_idle": "15", "tcp_keepalives_interval": "5", "tcp_keepalives_count": "6",
+		"default_transaction_read_only": "on",
+	} {
+		var got string
+		if err := conn.QueryRow(t.Context(), "SELECT current_setting($1)", name).Scan(&got); err != nil || got != want {
+			t.Errorf("%s = %q (%v), want %q", name, got, err, want)
+		}
+	}
 }

@@ -1,8 +1,12 @@
 package v1alpha1
 
 import (
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
+
+// MinBatchBytes is the least spec.maxBatchBytes.
+const MinBatchBytes = 1 << 20
 
 // DesiredState is what the user wants the pipeline to do.
 // +kubebuilder:validation:Enum=Running;Paused
@@ -83,6 +87,13 @@ type ETLPipelineSpec struct {
 	// +kubebuilder:validation:Maximum=100000
 	// +optional
 	BatchSize int32 `json:"batchSize,omitempty"`
+
+	// MaxBatchBytes bounds a batch in bytes as well as in rows: a batch ends at batchSize rows
+	// or once its rows reach this size, whichever comes first, so that a table of wide rows
+	// cannot take the runner out of memory. Defaults to the operator's runner.maxBatchBytes
+	// (64Mi). At least 1Mi.
+	// +optional
+	MaxBatchBytes *resource.Quantity `json:"maxBatchBytes,omitempty"`
 
 	// Schedule is an optional cron expression (five fields, or @hourly, @daily, @every 10m, ...).
 	// A run starts at each tick while desiredState is Running and no run is active.

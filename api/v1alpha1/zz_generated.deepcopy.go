@@ -127,6 +127,11 @@ func (in *ETLPipelineSpec) DeepCopyInto(out *ETLPipelineSpec) {
 		copy(*out, *in)
 	}
 	in.Target.DeepCopyInto(&out.Target)
+	if in.MaxBatchBytes != nil {
+		in, out := &in.MaxBatchBytes, &out.MaxBatchBytes
+		x := (*in).DeepCopy()
+		*out = &x
+	}
 	in.Retry.DeepCopyInto(&out.Retry)
 	if in.TransformTimeout != nil {
 		in, out := &in.TransformTimeout, &out.TransformTimeout

@@ -23,6 +23,9 @@ type Batch struct {
 	// for raw batches only when every stage is the identity and the sink is a
 	// sink.RawWriter, so transforms and other sinks always see Rows.
 	Raw *Raw
+	// More is set by the reader when rows follow this page: it read the row after the
+	// page's last one (a page may end before its size, at its byte bound).
+	More bool
 }
 
 // Len returns the number of rows.

@@ -47,3 +47,25 @@ func TestStillOpen(t *testing.T) {
 		}
 	}
 }
+
+func TestPageLimit(t *testing.T) {
+	cases := []struct {
+		name             string
+		batch            int
+		maxBytes, widest int64
+		want             int
+	}{
+		{"no byte bound", 5000, 0, 0, 5000},
+		{"a probe before any row was seen", 5000, 64 << 20, 0, probeRows},
+		{"a small batch needs no probe", 10, 64 << 20, 0, 10},
+		{"narrow rows fill the batch", 5000, 64 << 20, 150, 5000},
+		{"wide rows: the power of two that fits", 5000, 64 << 20, 1 << 20, 64},
+		{"wider still", 5000, 64 << 20, 3 << 20, 16},
+		{"a row beyond the bound still makes a page", 5000, 1 << 20, 5 << 20, 1},
+	}
+	for _, tc := range cases {
+		if got := pageLimit(tc.batch, tc.maxBytes, tc.widest); got != tc.want {
+			t.Errorf("%s: %d, want %d", tc.name, got, tc.want)
+		}
+	}
+}

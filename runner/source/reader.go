@@ -27,6 +27,9 @@ type Options struct {
 	Keys []string
 	// BatchSize is the page size.
 	BatchSize int
+	// MaxBytes bounds a page's size in bytes as well (0: rows only): a table of wide rows
+	// gets pages of fewer rows instead of a runner out of memory (bytes.go).
+	MaxBytes int64
 }
 
 // Reader pages through the reader query's output in keyset order.
@@ -49,6 +52,8 @@ type Reader struct {
 	next    string
 	// rawSize is the size of the last raw page, to allocate the next one at once.
 	rawSize int
+	// widest is the widest average row seen, in bytes (bytes.go).
+	widest int64
 }
 
 // Open describes the query (nothing runs) and checks that its output has the cursor and key
@@ -178,50 +183,48 @@ func (r *Reader) read(ctx context.Context, after []string, raw bool) (*batch.Bat
 	if r.bound != nil && r.bound.Empty {
 		return b, nil
 	}
-	sql, args := r.first, []any{r.formats}
-	if after != nil {
-		if len(after) != len(r.keyset.Order) {
-			return nil, failure.Business(fmt.Errorf("checkpoint has %d values for the %d order columns %s",
-				len(after), len(r.keyset.Order), strings.Join(r.keyset.Order, ", ")))
-		}
-		sql = r.next
-		for _, v := range after {
-			args = append(args, v)
-		}
+	if after != nil && len(after) != len(r.keyset.Order) {
+		return nil, failure.Business(fmt.Errorf("checkpoint has %d values for the %d order columns %s",
+			len(after), len(r.keyset.Order), strings.Join(r.keyset.Order, ", ")))
 	}
-	if r.keyset.Bound != "" {
-		args = append(args, r.bound.Value)
-	}
+	var lookahead bool
 	err := readOnly(ctx, r.conn, func(tx pgx.Tx) error {
-		rows, err := tx.Query(ctx, sql, args...)
+		limit := r.pageLimit()
+		var f fetched
+		if r.opts.MaxBytes > 0 && r.widest == 0 && r.opts.BatchSize > probeRows {
+			// The run's first page probes the rows' width on a few of them, then reads the
+			// rest of the page after them, in as many rows as fit: one batch all the same.
+			var err error
+			if f, err = r.fetch(ctx, tx, b, raw, after, probeRows); err != nil {
+				return err
+			}
+			r.observe(f.size, f.rows)
+			if f.rows <= probeRows || f.full {
+				lookahead = f.rows > probeRows || (f.full && b.Len() > 1)
+				return nil
+			}
+			last, err := r.Position(b, b.Len()-1)
+			if err != nil {
+				return err
+			}
+			after, limit = last, r.pageLimit()-b.Len()
+			if limit <= 0 {
+				lookahead = true // the probe's look-ahead row is the page's next row
+				return nil
+			}
+		}
+		f, err := r.fetch(ctx, tx, b, raw, after, limit)
 		if err != nil {
 			return err
 		}
-		defer rows.Close()
-		for rows.Next() {
-			if raw {
-				// RawValues alias the connection's buffer: AppendRow copies them.
-				b.Raw.AppendRow(rows.RawValues())
-				if err := r.checkNotNull(b, b.Len()-1); err != nil {
-					return err
-				}
-				continue
-			}
-			vals, err := rows.Values()
-			if err != nil {
-				return fmt.Errorf("decode reader row %d: %w", len(b.Rows)+1, err)
-			}
-			b.Rows = append(b.Rows, vals)
-			if err := r.checkNotNull(b, len(b.Rows)-1); err != nil {
-				return err
-			}
-		}
-		return rows.Err()
+		r.observe(f.size, f.rows)
+		lookahead = f.rows > limit || (f.full && b.Len() > 1)
+		return nil
 	})
 	if err != nil {
 		return nil, readErr("read page", err)
 	}
-	if err := r.dropLookahead(b); err != nil {
+	if err := r.dropLookahead(b, lookahead); err != nil {
 		return nil, err
 	}
 	if b.Raw != nil {
@@ -230,12 +233,63 @@ func (r *Reader) read(ctx context.Context, after []string, raw bool) (*batch.Bat
 	return b, nil
 }
 
+// fetched is what one page query brought.
+type fetched struct {
+	rows int
+	size int64
+	// full is set when the rows reached MaxBytes: the query stopped one look-ahead row later.
+	full bool
+}
+
+// fetch appends to b the rows of a page query of limit rows (and its look-ahead row) after
+// the position after (nil: from the start), stopping one row after the page reached MaxBytes.
+func (r *Reader) fetch(ctx context.Context, tx pgx.Tx, b *batch.Batch, raw bool, after []string, limit int) (fetched, error) {
+	var f fetched
+	args := []any{r.formats}
+	for _, v := range after {
+		args = append(args, v)
+	}
+	if r.keyset.Bound != "" {
+		args = append(args, r.bound.Value)
+	}
+	rows, err := tx.Query(ctx, r.pageSQL(after != nil, limit), args...)
+	if err != nil {
+		return f, err
+	}
+	// A page cut short by its byte bound leaves rows unread: Close discards them.
+	defer rows.Close()
+	for rows.Next() {
+		if !f.full {
+			f.size += rowBytes(rows.RawValues())
+		}
+		f.rows++
+		if raw {
+			// RawValues alias the connection's buffer: AppendRow copies them.
+			b.Raw.AppendRow(rows.RawValues())
+		} else {
+			vals, err := rows.Values()
+			if err != nil {
+				return f, fmt.Errorf("decode reader row %d: %w", b.Len()+1, err)
+			}
+			b.Rows = append(b.Rows, vals)
+		}
+		if err := r.checkNotNull(b, b.Len()-1); err != nil {
+			return f, err
+		}
+		if f.full {
+			return f, nil // the look-ahead row of a page cut at its byte bound
+		}
+		f.full = r.opts.MaxBytes > 0 && f.size >= r.opts.MaxBytes
+	}
+	return f, rows.Err()
+}
+
 // dropLookahead checks that no two consecutive rows of the page, its look-ahead row included,
 // tie in the keyset order, then removes the look-ahead row. The next page starts strictly
 // after the page's last row, so a tie (a join that repeats a row, key columns that are not
 // unique) at a page boundary would be skipped silently; a tie inside a page is refused too, so
 // that the outcome does not depend on the page size.
-func (r *Reader) dropLookahead(b *batch.Batch) error {
+func (r *Reader) dropLookahead(b *batch.Batch, lookahead bool) error {
 	n := b.Len()
 	for i := 1; i < n; i++ {
 		if !r.sameOrder(b, i-1, i) {
@@ -249,7 +303,8 @@ func (r *Reader) dropLookahead(b *batch.Batch) error {
 			"the keyset order must be unique, or a row is skipped; make source.cursor.keyColumns unique for each row",
 			strings.Join(r.keyset.Order, ", "), strings.Join(pos, ", "), r.describeKey(b, i)))
 	}
-	if n <= r.opts.BatchSize {
+	b.More = lookahead
+	if !lookahead {
 		return nil
 	}
 	if b.Raw != nil {

@@ -57,15 +57,12 @@ const (
 // terminates such a backend instead of waiting for it, so a reconnect is not fenced by its own
 // past.
 //
-// takeOver, when not empty, is the application name of the pipeline's runner sessions and
-// says that this runner replaces a pod of the same run that is gone (the Job starts a
-// replacement only once the old pod failed). Its backend may still hold the lock for as long
-// as the server has not noticed the dead peer; Lock then fences it (epoch + 1, so it can
-// commit nothing more even if it is alive behind a partition) and terminates it, once.
-func (s *Store) Lock(ctx context.Context, wait time.Duration, ownPIDs []uint32, takeOver string) error {
+// The backend of a runner whose node died holds the lock until the server notices the dead
+// peer: runner sessions ask for server-side TCP keepalives (runner.postgres), which end such a
+// backend within about a minute, and a replacement pod waits longer than that (--lock-wait).
+func (s *Store) Lock(ctx context.Context, wait time.Duration, ownPIDs []uint32) error {
 	key := "sluice/pipeline/" + s.p.String()
 	deadline := time.Now().Add(wait)
-	tookOver := false
 	for {
 		var ok bool
 		if err := s.conn.QueryRow(ctx, "SELECT pg_try_advisory_lock(hashtextextended($1, 0))", key).Scan(&ok); err != nil {
@@ -74,20 +71,13 @@ func (s *Store) Lock(ctx context.Context, wait time.Duration, ownPIDs []uint32, 
 		if ok {
 			return nil
 		}
-		if takeOver != "" && !tookOver {
-			tookOver = true
-			if err := s.takeOver(ctx, key, takeOver); err != nil {
-				return err
-			}
-			continue
-		}
 		if len(ownPIDs) > 0 {
 			var terminated bool
 			err := s.conn.QueryRow(ctx, `
 				SELECT coalesce(bool_or(pg_terminate_backend(l.pid)), false) FROM pg_locks l
 				WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
 				  AND ((l.classid::bigint << 32) | l.objid::bigint) = hashtextextended($1, 0)
-				  AND l.pid = ANY ($2::int4[])`, key, ownPIDs).Scan(&terminated)
+				  AND l.pid = ANY ($2::int4[]) AND l.pid <> pg_backend_pid()`, key, ownPIDs).Scan(&terminated)
 			if err != nil {
 				return fmt.Errorf("lock pipeline %s: release own stale session: %w", s.p, err)
 			}
@@ -103,23 +93,6 @@ func (s *Store) Lock(ctx context.Context, wait time.Duration, ownPIDs []uint32, 
 		case <-t.C:
 		}
 	}
-}
-
-// takeOver fences the pipeline's current claim and terminates the backends of the runner
-// named app that hold the pipeline's lock.
-func (s *Store) takeOver(ctx context.Context, key, app string) error {
-	if _, err := s.conn.Exec(ctx, `UPDATE etl.etl_state SET epoch = epoch + 1 WHERE namespace = $1 AND name = $2`,
-		s.p.Namespace, s.p.Name); err != nil {
-		return fmt.Errorf("lock pipeline %s: fence the replaced runner: %w", s.p, err)
-	}
-	if _, err := s.conn.Exec(ctx, `
-		SELECT pg_terminate_backend(l.pid, 5000) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
-		WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
-		  AND ((l.classid::bigint << 32) | l.objid::bigint) = hashtextextended($1, 0)
-		  AND a.application_name = $2 AND l.pid <> pg_backend_pid()`, key, app); err != nil {
-		return fmt.Errorf("lock pipeline %s: end the replaced runner's session: %w", s.p, err)
-	}
-	return nil
 }
 
 // Run describes the run a runner claims.

@@ -130,22 +130,22 @@ func TestLockAdmitsOneLiveRunner(t *testing.T) {
 	conns := connectN(t, 3)
 	ctx := context.Background()
 	p := Pipeline{Namespace: "ns", Name: "p"}
-	if err := New(conns[0], p).Lock(ctx, time.Second, nil, ""); err != nil {
+	if err := New(conns[0], p).Lock(ctx, time.Second, nil); err != nil {
 		t.Fatalf("first Lock: %v", err)
 	}
 	start := time.Now()
-	if err := New(conns[1], p).Lock(ctx, 300*time.Millisecond, nil, ""); !failure.IsFenced(err) {
+	if err := New(conns[1], p).Lock(ctx, 300*time.Millisecond, nil); !failure.IsFenced(err) {
 		t.Fatalf("second Lock = %v, want fenced", err)
 	}
 	if time.Since(start) < 300*time.Millisecond {
 		t.Fatalf("the second runner gave up before its wait")
 	}
 	// Another pipeline is not blocked.
-	if err := New(conns[1], Pipeline{Namespace: "ns", Name: "q"}).Lock(ctx, time.Second, nil, ""); err != nil {
+	if err := New(conns[1], Pipeline{Namespace: "ns", Name: "q"}).Lock(ctx, time.Second, nil); err != nil {
 		t.Fatalf("Lock of another pipeline: %v", err)
 	}
 	// A runner whose earlier session still holds the lock takes it back.
-	if err := New(conns[2], p).Lock(ctx, 5*time.Second, []uint32{conns[0].PgConn().PID()}, ""); err != nil {
+	if err := New(conns[2], p).Lock(ctx, 5*time.Second, []uint32{conns[0].PgConn().PID()}); err != nil {
 		t.Fatalf("Lock over an own stale session: %v", err)
 	}
 }

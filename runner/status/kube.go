@@ -78,7 +78,7 @@ func (k *Kube) Claim(ctx context.Context) (Claim, error) {
 		case claimRefused:
 			return Claim{}, fmt.Errorf("claim pipeline %s: %s: %w", k.key, reason, failure.ErrFenced)
 		case claimAgain:
-			return Claim{Trigger: p.Status.Run.Trigger, Again: true}, nil
+			return Claim{Trigger: p.Status.Run.Trigger}, nil
 		}
 		base := p.DeepCopy()
 		applyClaim(&p.Status)

@@ -44,9 +44,6 @@ type Claim struct {
 	// Trigger says why the run started; a Resume run of a Full pipeline continues the
 	// checkpoint of the run it resumes.
 	Trigger etlv1.RunTrigger
-	// Again is true when the run was already claimed (Running or PauseRequested): this runner
-	// replaces a pod of the same run.
-	Again bool
 }
 
 // Progress is the committed state of the run.

@@ -225,6 +225,19 @@ func BenchmarkRunner(b *testing.B) {
 	report("runner_rss", mib(bigRSS), mib(smallRSS), "MiB")
 
 	report("checkpoint_overhead", rate(slices.Min(perBatch)), rate(slices.Min(atEnd)), "rows/s")
+
+	// runner_rss_wide: rows of 1 MiB (batchSize 5000, the default maxBatchBytes of 64Mi) at
+	// two table sizes: the peak must not grow with the table.
+	e.exec(`CREATE TABLE src_wide AS SELECT g AS id, timestamptz '2024-01-01' + g * interval '1s' AS updated_at,
+		'w' || g AS name, g * 1.0 AS amount, g AS qty, repeat(md5(g::text), 32768) AS payload FROM generate_series(1, 300) g`)
+	e.exec(`ALTER TABLE src_wide ADD PRIMARY KEY (id)`)
+	var wide [2]int64
+	for i, n := range []int{150, 300} {
+		e.fresh("items")
+		wide[i] = e.runner("Full", fmt.Sprintf("SELECT * FROM src_wide WHERE id <= %d", n), nextRun()).maxRSS
+	}
+	b.Logf("peak RSS on 1 MiB rows: %.1f MiB at 150 rows, %.1f MiB at 300 rows", mib(wide[0]), mib(wide[1]))
+	report("runner_rss_wide", mib(wide[1]), mib(wide[0]), "MiB")
 }
 
 func mib(b int64) float64 { return float64(b) / (1 << 20) }

@@ -87,6 +87,11 @@ type RunnerConfig struct {
 	Resources *corev1.ResourceRequirements `json:"resources,omitempty"`
 	// TmpSizeLimit bounds the runner's /tmp scratch volume (default 1Gi).
 	TmpSizeLimit *resource.Quantity `json:"tmpSizeLimit,omitempty"`
+	// MaxBatchBytes bounds a batch in bytes when the pipeline does not (default 64Mi).
+	MaxBatchBytes *resource.Quantity `json:"maxBatchBytes,omitempty"`
+	// JobHistory is how many finished runner Jobs (and their pod logs) a pipeline keeps
+	// (default 3 successful and 3 failed); older ones are deleted.
+	JobHistory *JobHistory `json:"jobHistory,omitempty"`
 	// RunHistory is how many etl_runs rows a pipeline keeps, newest first (default 100).
 	RunHistory int `json:"runHistory,omitempty"`
 }
@@ -130,6 +135,34 @@ func (r RunnerConfig) TmpLimit() resource.Quantity {
 		return r.TmpSizeLimit.DeepCopy()
 	}
 	return resource.MustParse("1Gi")
+}
+
+// JobHistory are the history limits of a pipeline's runner Jobs.
+type JobHistory struct {
+	Successful *int `json:"successful,omitempty"`
+	Failed     *int `json:"failed,omitempty"`
+}
+
+// JobHistoryLimits returns runner.jobHistory, defaulted.
+func (r RunnerConfig) JobHistoryLimits() (successful, failed int) {
+	successful, failed = 3, 3
+	if h := r.JobHistory; h != nil {
+		if h.Successful != nil && *h.Successful >= 0 {
+			successful = *h.Successful
+		}
+		if h.Failed != nil && *h.Failed >= 0 {
+			failed = *h.Failed
+		}
+	}
+	return successful, failed
+}
+
+// BatchBytes returns runner.maxBatchBytes, defaulted.
+func (r RunnerConfig) BatchBytes() int64 {
+	if r.MaxBatchBytes != nil && r.MaxBatchBytes.Value() > 0 {
+		return r.MaxBatchBytes.Value()
+	}
+	return 64 << 20
 }
 
 // Runs returns runner.runHistory, defaulted.

@@ -85,8 +85,7 @@ func (it *item) transient() bool {
 	case it.err != nil:
 		return failure.Classify(classifyTransport(it.err)) == etlv1.ErrorInfra
 	}
-	return it.status == 0 || it.status == http.StatusTooManyRequests || it.status == http.StatusConflict ||
-		it.status >= 500
+	return it.status == 0 || it.status == http.StatusConflict || httpTransient(it.status)
 }
 
 // describe renders an item's rejection: status, error type and reason, and the cause.
@@ -240,9 +239,16 @@ func (e *httpError) Error() string {
 }
 
 // transient reports whether the same request may succeed later: 429 (overloaded, or a
-// disk-full block that lifts) and 5xx.
+// disk-full block that lifts), 408 (a proxy or the node timed the request out) and 5xx
+// (500 includes a node that failed mid-request, 502/503/504 a proxy, an unavailable shard or
+// a cluster without a master). Every other 4xx is about the request and needs a change.
 func (e *httpError) transient() bool {
-	return e.status == http.StatusTooManyRequests || e.status >= 500
+	return httpTransient(e.status)
+}
+
+// httpTransient is the HTTP status table of the Elasticsearch sink, pure so it is table-tested.
+func httpTransient(status int) bool {
+	return status == http.StatusTooManyRequests || status == http.StatusRequestTimeout || status >= 500
 }
 
 // classifyTransport marks an error of a request as infrastructure (the path to the cluster or

@@ -49,3 +49,14 @@ func TestResponseDecoderReadsEveryItem(t *testing.T) {
 		t.Fatal("a truncated answer must be an error")
 	}
 }
+
+func TestHTTPTransient(t *testing.T) {
+	for status, want := range map[int]bool{
+		200: false, 400: false, 401: false, 403: false, 404: false, 409: false, 413: false,
+		408: true, 429: true, 500: true, 502: true, 503: true, 504: true,
+	} {
+		if got := httpTransient(status); got != want {
+			t.Errorf("httpTransient(%d) = %v, want %v", status, got, want)
+		}
+	}
+}
