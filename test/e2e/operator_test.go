@@ -33,6 +33,7 @@ var allowedTables = []string{
 	"analytics.orders_followed",
 	"analytics.orders_full",
 	"analytics.orders_late",
+	"analytics.orders_stopped",
 }
 
 // suiteDSN is the database of the suite's own (testenv.NewPostgresDB): the operator

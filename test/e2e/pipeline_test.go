@@ -320,13 +320,14 @@ var _ = Describe("ETLPipelines on the local cluster", func() {
 		const rows = 600000
 		createOrders("orders_crashed", rows)
 		apply(ns, pipelineYAML("crashed", "orders_crashed", 1000, ""))
+		// Killed as soon as the run is claimed: a run of 600,000 rows takes a few seconds,
+		// waiting for a progress report could find it over.
 		var before *etlv1.ETLPipeline
 		Eventually(func(g Gomega) {
 			var err error
 			before, err = getPipeline(ns, "crashed")
 			g.Expect(err).NotTo(HaveOccurred())
 			g.Expect(before.Status.Phase).To(Equal(etlv1.PhaseRunning))
-			g.Expect(before.Status.Run.RowsWritten).To(BeNumerically(">", 0))
 		}).WithTimeout(60 * time.Second).WithPolling(poll).Should(Succeed())
 		job := before.Status.Run.JobName
 
@@ -365,6 +366,37 @@ var _ = Describe("ETLPipelines on the local cluster", func() {
 		Expect(j.Status.Succeeded).To(BeEquivalentTo(1))
 		Expect(j.Status.Conditions).To(ContainElement(HaveField("Type", batchv1.JobComplete)))
 		Expect(runnerPods(job)).To(HaveLen(2), "the killed pod and its replacement")
+	})
+
+	It("carries a run on after its runner is stopped with its connections open and its pod deleted, as a lost node", func() {
+		const rows = 600000
+		createOrders("orders_stopped", rows)
+		apply(ns, pipelineYAML("stopped", "orders_stopped", 1000, ""))
+		var before *etlv1.ETLPipeline
+		Eventually(func(g Gomega) {
+			var err error
+			before, err = getPipeline(ns, "stopped")
+			g.Expect(err).NotTo(HaveOccurred())
+			g.Expect(before.Status.Phase).To(Equal(etlv1.PhaseRunning))
+		}).WithTimeout(60 * time.Second).WithPolling(poll).Should(Succeed())
+		pods := runnerPods(before.Status.Run.JobName)
+		Expect(pods).To(HaveLen(1))
+		pod := pods[0]
+		dir := filepath.Join(runDir, "cluster", "nodeagent", "pods", pod.Namespace+"_"+pod.Name+"_"+string(pod.UID))
+		raw, err := os.ReadFile(filepath.Join(dir, "pid")) // #nosec G304 -- the suite's own node agent directory
+		Expect(err).NotTo(HaveOccurred())
+		pid, err := strconv.Atoi(strings.TrimSpace(string(raw)))
+		Expect(err).NotTo(HaveOccurred())
+
+		By("SIGSTOP of the runner's process group, then kubectl delete pod")
+		Expect(syscall.Kill(-pid, syscall.SIGSTOP)).To(Succeed())
+		DeferCleanup(func() { _ = syscall.Kill(-pid, syscall.SIGCONT) })
+		mustKubectl("delete", "pod", pod.Name, "-n", operatorNamespace, "--grace-period=1", "--wait=false")
+
+		p := waitIdleAndReady(ns, "stopped")
+		Expect(p.Status.Run.ID).To(Equal(before.Status.Run.ID), "the replacement pod carried the same run on")
+		Expect(p.Status.Run.RowsWritten).To(BeEquivalentTo(rows))
+		expectSame("orders_stopped")
 	})
 
 	It("fails a pipeline whose target is not whitelisted, with no Job, and refuses invalid specs at apply", func() {
