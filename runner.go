@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"strconv"
 	"syscall"
 	"time"
@@ -70,6 +71,11 @@ func runRunner(args []string) int {
 	}
 	handler := slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: level})
 	log := slog.New(handler)
+	if limit, err := strconv.ParseInt(os.Getenv(configv1.EnvMemoryLimit), 10, 64); err == nil && limit > 0 {
+		// Without a limit of its own the Go heap may grow to twice what is live before a
+		// collection, past the container's limit on wide rows.
+		debug.SetMemoryLimit(limit / 10 * 8)
+	}
 	ctrllog.SetLogger(logr.FromSlogHandler(handler))
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)

@@ -180,6 +180,10 @@ func BuildRunnerJob(in RunnerJobParams) (*batchv1.Job, error) {
 	for _, v := range configv1.SpecEnv(string(specJSON)) {
 		env = append(env, corev1.EnvVar{Name: v.Name, Value: v.Value})
 	}
+	// The runner's Go heap gives memory back before the container's limit is reached.
+	env = append(env, corev1.EnvVar{Name: configv1.EnvMemoryLimit, ValueFrom: &corev1.EnvVarSource{
+		ResourceFieldRef: &corev1.ResourceFieldSelector{ContainerName: runnerContainer, Resource: "limits.memory"},
+	}})
 	volumes := []corev1.Volume{
 		{Name: "config", VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{
 			LocalObjectReference: corev1.LocalObjectReference{Name: cfg.Runner.ConfigMapName},

@@ -232,8 +232,8 @@ func TestBuildRunnerJob(t *testing.T) {
 			if r := secretRef(t, env, configv1.PostgresDSNEnv("state")); r.Name != "state-dsn" || r.Key != "url" {
 				t.Errorf("state DSN from %s/%s", r.Name, r.Key)
 			}
-			if len(env) != 8 {
-				t.Errorf("env has %d variables, want 6 run variables and 2 DSNs: %v", len(env), env)
+			if len(env) != 9 {
+				t.Errorf("env has %d variables, want 6 run variables, the memory limit and 2 DSNs: %v", len(env), env)
 			}
 			s := decodeSpec(t, job)
 			if s.Target.Connection != "warehouse" || !equality.Semantic.DeepEqual(s.Target.Key, []string{"id"}) || s.Target.Action != "" {
@@ -251,8 +251,8 @@ func TestBuildRunnerJob(t *testing.T) {
 		}, func(t *testing.T, job *batchv1.Job) {
 			env := envMap(job.Spec.Template.Spec.Containers[0])
 			secretRef(t, env, configv1.PostgresDSNEnv("mart"))
-			if len(env) != 9 {
-				t.Errorf("env has %d variables, want 9", len(env))
+			if len(env) != 10 {
+				t.Errorf("env has %d variables, want 10", len(env))
 			}
 			if s := decodeSpec(t, job); !equality.Semantic.DeepEqual(s.Target.Key, []string{"order_id"}) {
 				t.Errorf("target.key = %v", s.Target.Key)

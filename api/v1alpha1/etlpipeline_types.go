@@ -91,7 +91,7 @@ type ETLPipelineSpec struct {
 	// MaxBatchBytes bounds a batch in bytes as well as in rows: a batch ends at batchSize rows
 	// or once its rows reach this size, whichever comes first, so that a table of wide rows
 	// cannot take the runner out of memory. Defaults to the operator's runner.maxBatchBytes
-	// (64Mi). At least 1Mi.
+	// (16Mi). At least 1Mi.
 	// +optional
 	MaxBatchBytes *resource.Quantity `json:"maxBatchBytes,omitempty"`
 

@@ -138,8 +138,14 @@ func admit(pod *corev1.Pod, images imagePolicy) (string, *refusal) {
 				return "", refuse(ReasonEnvNotSupported, "env %s: fieldRef %s is not supported by the sluice node agent", e.Name, e.ValueFrom.FieldRef.FieldPath)
 			}
 		case e.ValueFrom.SecretKeyRef != nil, e.ValueFrom.ConfigMapKeyRef != nil:
+		case e.ValueFrom.ResourceFieldRef != nil:
+			switch e.ValueFrom.ResourceFieldRef.Resource {
+			case "limits.memory", "requests.memory", "limits.cpu", "requests.cpu":
+			default:
+				return "", refuse(ReasonEnvNotSupported, "env %s: resourceFieldRef %s is not supported by the sluice node agent", e.Name, e.ValueFrom.ResourceFieldRef.Resource)
+			}
 		default:
-			return "", refuse(ReasonEnvNotSupported, "env %s: only value, fieldRef, secretKeyRef and configMapKeyRef are supported by the sluice node agent", e.Name)
+			return "", refuse(ReasonEnvNotSupported, "env %s: only value, fieldRef, resourceFieldRef, secretKeyRef and configMapKeyRef are supported by the sluice node agent", e.Name)
 		}
 	}
 	return bin, nil

@@ -62,8 +62,8 @@ func TestAdmitRunsOnlyWhatItCanPlayHonestly(t *testing.T) {
 		{name: "a hostPath volume", pod: podWith(func(p *corev1.Pod) {
 			p.Spec.Volumes = []corev1.Volume{{Name: "h", VolumeSource: corev1.VolumeSource{HostPath: &corev1.HostPathVolumeSource{Path: "/"}}}}
 		}), wantReason: ReasonVolumeNotSupported},
-		{name: "a resourceFieldRef", pod: podWith(func(p *corev1.Pod) {
-			p.Spec.Containers[0].Env = []corev1.EnvVar{{Name: "CPU", ValueFrom: &corev1.EnvVarSource{ResourceFieldRef: &corev1.ResourceFieldSelector{Resource: "limits.cpu"}}}}
+		{name: "a resourceFieldRef to ephemeral storage", pod: podWith(func(p *corev1.Pod) {
+			p.Spec.Containers[0].Env = []corev1.EnvVar{{Name: "S", ValueFrom: &corev1.EnvVarSource{ResourceFieldRef: &corev1.ResourceFieldSelector{Resource: "limits.ephemeral-storage"}}}}
 		}), wantReason: ReasonEnvNotSupported},
 		{name: "a fieldRef to status.phase", pod: podWith(func(p *corev1.Pod) {
 			p.Spec.Containers[0].Env = []corev1.EnvVar{{Name: "P", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "status.phase"}}}}

@@ -4,10 +4,12 @@ import (
 	"context"
 	"fmt"
 	"sort"
+	"strconv"
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/resource"
 )
 
 // objects fetches the ConfigMaps and Secrets a pod refers to (the API server, or a fake in
@@ -130,6 +132,9 @@ func envSourceValue(ctx context.Context, pod *corev1.Pod, e corev1.EnvVar, objs 
 	switch {
 	case src.FieldRef != nil:
 		v, err := fieldValue(pod, src.FieldRef.FieldPath)
+		return v, err == nil, err
+	case src.ResourceFieldRef != nil:
+		v, err := resourceValue(pod, src.ResourceFieldRef)
 		return v, err == nil, err
 	case src.ConfigMapKeyRef != nil:
 		ref := src.ConfigMapKeyRef
@@ -269,4 +274,37 @@ func (pm pathMap) arg(v string) string {
 		return v
 	}
 	return pm.path(v)
+}
+
+// resourceValue is what the kubelet gives a resourceFieldRef of a container with its limits
+// or requests set (this agent knows no node allocatable to fall back to): the quantity
+// divided by the divisor (1 by default), rounded up.
+func resourceValue(pod *corev1.Pod, ref *corev1.ResourceFieldSelector) (string, error) {
+	name := ref.ContainerName
+	if name == "" {
+		name = pod.Spec.Containers[0].Name
+	}
+	for _, c := range pod.Spec.Containers {
+		if c.Name != name {
+			continue
+		}
+		kind, res, _ := strings.Cut(ref.Resource, ".")
+		list := c.Resources.Limits
+		if kind == "requests" {
+			list = c.Resources.Requests
+		}
+		q, ok := list[corev1.ResourceName(res)]
+		if !ok {
+			return "", fmt.Errorf("resourceFieldRef %s: container %s sets none", ref.Resource, name)
+		}
+		divisor := ref.Divisor
+		if divisor.IsZero() {
+			divisor = resource.MustParse("1")
+		}
+		if res == "cpu" {
+			return strconv.FormatInt((q.MilliValue()+divisor.MilliValue()-1)/divisor.MilliValue(), 10), nil
+		}
+		return strconv.FormatInt((q.Value()+divisor.Value()-1)/divisor.Value(), 10), nil
+	}
+	return "", fmt.Errorf("resourceFieldRef: no container %s", name)
 }

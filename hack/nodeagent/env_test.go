@@ -7,6 +7,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/utils/ptr"
@@ -152,5 +153,29 @@ func TestContainerArgsExpandsThenRewrites(t *testing.T) {
 	want := []string{"runner", "--config", "/w/config.yaml", "--termination-log=/w/termination-log", "r1"}
 	if !slices.Equal(got, want) {
 		t.Fatalf("args %q, want %q", got, want)
+	}
+}
+
+func TestResourceValue(t *testing.T) {
+	pod := &corev1.Pod{Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "runner", Resources: corev1.ResourceRequirements{
+		Limits:   corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("1Gi"), corev1.ResourceCPU: resource.MustParse("1500m")},
+		Requests: corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("128Mi")},
+	}}}}}
+	cases := []struct {
+		ref     corev1.ResourceFieldSelector
+		want    string
+		wantErr bool
+	}{
+		{corev1.ResourceFieldSelector{ContainerName: "runner", Resource: "limits.memory"}, "1073741824", false},
+		{corev1.ResourceFieldSelector{Resource: "requests.memory", Divisor: resource.MustParse("1Mi")}, "128", false},
+		{corev1.ResourceFieldSelector{Resource: "limits.cpu"}, "2", false},
+		{corev1.ResourceFieldSelector{Resource: "limits.cpu", Divisor: resource.MustParse("1m")}, "1500", false},
+		{corev1.ResourceFieldSelector{Resource: "requests.cpu"}, "", true},
+	}
+	for _, tc := range cases {
+		got, err := resourceValue(pod, &tc.ref)
+		if got != tc.want || (err != nil) != tc.wantErr {
+			t.Errorf("%+v: %q, %v; want %q", tc.ref, got, err, tc.want)
+		}
 	}
 }

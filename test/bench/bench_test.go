@@ -226,7 +226,7 @@ func BenchmarkRunner(b *testing.B) {
 
 	report("checkpoint_overhead", rate(slices.Min(perBatch)), rate(slices.Min(atEnd)), "rows/s")
 
-	// runner_rss_wide: rows of 1 MiB (batchSize 5000, the default maxBatchBytes of 64Mi) at
+	// runner_rss_wide: rows of 1 MiB (batchSize 5000, the default maxBatchBytes of 16Mi) at
 	// two table sizes: the peak must not grow with the table.
 	e.exec(`CREATE TABLE src_wide AS SELECT g AS id, timestamptz '2024-01-01' + g * interval '1s' AS updated_at,
 		'w' || g AS name, g * 1.0 AS amount, g AS qty, repeat(md5(g::text), 32768) AS payload FROM generate_series(1, 300) g`)

@@ -87,7 +87,7 @@ type RunnerConfig struct {
 	Resources *corev1.ResourceRequirements `json:"resources,omitempty"`
 	// TmpSizeLimit bounds the runner's /tmp scratch volume (default 1Gi).
 	TmpSizeLimit *resource.Quantity `json:"tmpSizeLimit,omitempty"`
-	// MaxBatchBytes bounds a batch in bytes when the pipeline does not (default 64Mi).
+	// MaxBatchBytes bounds a batch in bytes when the pipeline does not (default 16Mi).
 	MaxBatchBytes *resource.Quantity `json:"maxBatchBytes,omitempty"`
 	// JobHistory is how many finished runner Jobs (and their pod logs) a pipeline keeps
 	// (default 3 successful and 3 failed); older ones are deleted.
@@ -162,7 +162,7 @@ func (r RunnerConfig) BatchBytes() int64 {
 	if r.MaxBatchBytes != nil && r.MaxBatchBytes.Value() > 0 {
 		return r.MaxBatchBytes.Value()
 	}
-	return 64 << 20
+	return 16 << 20
 }
 
 // Runs returns runner.runHistory, defaulted.
@@ -444,6 +444,9 @@ const (
 	// EnvPipelineUID is the pipeline's metadata.uid: the runner keys the pipeline's state by it,
 	// so a pipeline deleted and created again under the same name starts from an empty checkpoint.
 	EnvPipelineUID = "SLUICE_PIPELINE_UID"
+	// EnvMemoryLimit is the runner container's memory limit in bytes (the downward API): the
+	// runner keeps its Go heap under 80% of it.
+	EnvMemoryLimit = "SLUICE_MEMORY_LIMIT"
 	// DefaultConfigPath is where the configuration file is mounted in a runner.
 	DefaultConfigPath = "/etc/sluice/config.yaml"
 )
