@@ -57,12 +57,12 @@ func (e *executor) check(ctx context.Context) (status.Signal, error) {
 
 func (e *executor) progressNow() status.Progress {
 	return status.Progress{RowsRead: e.rowsRead, RowsWritten: e.rowsWritten, Batches: e.batches,
-		Checkpoint: e.after, CheckpointTime: e.checkpointTime, Conditions: e.conditions}
+		Checkpoint: e.after, CheckpointTime: e.checkpointTime, Conditions: e.conditions, Cleared: e.cleared}
 }
 
 func (e *executor) progress(ctx context.Context, s *session) {
 	e.lastProgress = time.Now()
-	if e.batches == 0 && e.reported && len(e.conditions) == 0 {
+	if e.batches == 0 && e.reported && len(e.conditions) == 0 && len(e.cleared) == 0 {
 		return
 	}
 	cctx, cancel := context.WithTimeout(ctx, statusTimeout)

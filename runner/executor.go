@@ -176,8 +176,10 @@ type executor struct {
 	pending state.Advance
 	// horizon is the run's read horizon (Incremental), taken by the first session.
 	horizon *source.Horizon
-	// conditions are the runner's conditions, reported with every progress and the end.
+	// conditions are the runner's conditions, reported with every progress and the end;
+	// cleared, the types it removes.
 	conditions []metav1.Condition
+	cleared    []string
 
 	lastCheck, lastProgress time.Time
 	reported                bool

@@ -5,10 +5,12 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 	"time"
 
 	configv1 "github.com/sluice-dev/sluice/api/config/v1alpha1"
+	etlv1 "github.com/sluice-dev/sluice/api/v1alpha1"
 	"github.com/sluice-dev/sluice/runner/state"
 )
 
@@ -73,5 +75,39 @@ func TestRunLeavesItsEndInTheTerminationMessage(t *testing.T) {
 	}
 	if end.RunID != "run-1" || end.Phase != "Idle" || end.RowsRead != 120 || end.RowsWritten != 120 || end.Batches != 3 {
 		t.Fatalf("termination message %+v", end)
+	}
+}
+
+// TestRecreatedPipelineStartsFromAnEmptyCheckpoint: the same name with another UID reads the
+// whole source again and says so; its next run continues and clears the note.
+func TestRecreatedPipelineStartsFromAnEmptyCheckpoint(t *testing.T) {
+	db := newTestDB(t, "main")
+	createSource(t, db, 300)
+	createTarget(t, db, "items")
+	r := &inProcess{cfg: testConfig(db), env: envOf(db), spec: specJSON(t, specOpts{sourceConn: "main", batch: 100}),
+		pipeline: state.Pipeline{Namespace: "tenant", Name: "items", UID: "uid-1"}}
+	requireOutcome(t, r.run(t), OutcomeIdle, configv1.ExitOK)
+	db.exec(t, "TRUNCATE analytics.items") // the new pipeline's table is new
+
+	r.pipeline.UID, r.runID, r.rep = "uid-2", "run-2", &fakeReporter{}
+	res := r.run(t)
+	requireOutcome(t, res, OutcomeIdle, configv1.ExitOK)
+	if res.RowsRead != 300 {
+		t.Fatalf("the re-created pipeline read %d rows, want all 300", res.RowsRead)
+	}
+	if c := lastCondition(r.rep, etlv1.ConditionCheckpointReset); c == nil || c.Reason != etlv1.ReasonPipelineRecreated {
+		t.Fatalf("CheckpointReset = %+v", c)
+	}
+	sinkMatchesSource(t, db, db, "items")
+
+	r.runID, r.rep = "run-3", &fakeReporter{}
+	res = r.run(t)
+	requireOutcome(t, res, OutcomeIdle, configv1.ExitOK)
+	cleared := false
+	for _, p := range r.rep.progress {
+		cleared = cleared || slices.Contains(p.Cleared, etlv1.ConditionCheckpointReset)
+	}
+	if res.RowsRead != 0 || !cleared {
+		t.Fatalf("the next run read %d rows (want 0) and cleared the note: %v", res.RowsRead, cleared)
 	}
 }

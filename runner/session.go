@@ -176,6 +176,8 @@ func (e *executor) open(ctx context.Context) (_ *session, err error) {
 		e.log.Info("pipeline claimed in the state database", "epoch", c.Epoch, "replacesCrashedPod", c.SameRun)
 		if c.Reset != nil {
 			e.checkpointReset(ctx, c.Reset)
+		} else {
+			e.cleared = append(e.cleared, etlv1.ConditionCheckpointReset)
 		}
 	} else if c, err = s.store.Load(ctx, e.epoch); err != nil {
 		return nil, err

@@ -81,6 +81,11 @@ func applyProgress(st *etlv1.ETLPipelineStatus, p Progress) bool {
 			changed = true
 		}
 	}
+	for _, t := range p.Cleared {
+		if meta.RemoveStatusCondition(&st.Conditions, t) {
+			changed = true
+		}
+	}
 	if p.Checkpoint != nil && (st.Checkpoint == nil || !slices.Equal(st.Checkpoint.Values, p.Checkpoint)) {
 		t := metav1.NewTime(p.CheckpointTime)
 		st.Checkpoint = &etlv1.CheckpointStatus{Values: slices.Clone(p.Checkpoint), Time: &t}

@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	etlv1 "github.com/sluice-dev/sluice/api/v1alpha1"
@@ -205,5 +206,24 @@ func TestApplyEndCountsConsecutiveFailures(t *testing.T) {
 		if st.ConsecutiveFailures != step.want {
 			t.Fatalf("after %s: %d consecutive failures, want %d", step.phase, st.ConsecutiveFailures, step.want)
 		}
+	}
+}
+
+func TestApplyProgressSetsAndClearsTheRunnersConditions(t *testing.T) {
+	st := &etlv1.ETLPipelineStatus{Phase: etlv1.PhaseRunning, Run: &etlv1.RunStatus{ID: "r"}, Conditions: []metav1.Condition{
+		{Type: etlv1.ConditionCheckpointReset, Status: metav1.ConditionTrue, Reason: etlv1.ReasonPipelineRecreated},
+		{Type: etlv1.ConditionReady, Status: metav1.ConditionUnknown, Reason: etlv1.ReasonRunning},
+	}}
+	held := metav1.Condition{Type: etlv1.ConditionHorizonHeld, Status: metav1.ConditionFalse, Reason: etlv1.ReasonHorizonCurrent, Message: "at x"}
+	if !applyProgress(st, Progress{Conditions: []metav1.Condition{held}, Cleared: []string{etlv1.ConditionCheckpointReset}}) {
+		t.Fatal("nothing changed")
+	}
+	if meta.FindStatusCondition(st.Conditions, etlv1.ConditionCheckpointReset) != nil ||
+		meta.FindStatusCondition(st.Conditions, etlv1.ConditionHorizonHeld) == nil ||
+		meta.FindStatusCondition(st.Conditions, etlv1.ConditionReady) == nil {
+		t.Fatalf("conditions %+v", st.Conditions)
+	}
+	if applyProgress(st, Progress{Conditions: []metav1.Condition{held}, Cleared: []string{etlv1.ConditionCheckpointReset}}) {
+		t.Fatal("the same report changed the status again: a write per tick")
 	}
 }

@@ -56,6 +56,9 @@ type Progress struct {
 	// Conditions are the runner's own conditions (HorizonHeld, CheckpointReset), set as
 	// given; the manager leaves them alone.
 	Conditions []metav1.Condition
+	// Cleared are condition types the runner removes: a CheckpointReset of an earlier run
+	// is history once a run continued the checkpoint.
+	Cleared []string
 }
 
 // End is the end of a run.
