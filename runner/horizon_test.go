@@ -285,21 +285,23 @@ func converge(t *testing.T, db *testDB, r *inProcess, load time.Duration, check 
 // TestConcurrentWritersConvergeOnPostgres is the convergence check of the read horizon with a
 // Postgres sink: the sink equals the source, by count and a checksum over every column.
 func TestConcurrentWritersConvergeOnPostgres(t *testing.T) {
+	t.Parallel() // with its Elasticsearch twin: each has a database of its own
 	db := newTestDB(t, "main")
 	stampedSource(t, db, 100000)
 	createTarget(t, db, "items")
 	r := &inProcess{cfg: testConfig(db), env: envOf(db), spec: specJSON(t, specOpts{sourceConn: "main", batch: 2000})}
-	converge(t, db, r, 20*time.Second, func() { sinkMatchesSource(t, db, db, "items") })
+	converge(t, db, r, 15*time.Second, func() { sinkMatchesSource(t, db, db, "items") })
 }
 
 // TestConcurrentWritersConvergeOnElasticsearch is the same check with an Elasticsearch sink.
 func TestConcurrentWritersConvergeOnElasticsearch(t *testing.T) {
+	t.Parallel()
 	db := newTestDB(t, "main")
 	stampedSource(t, db, 100000)
 	ix := newESIndex(t, srcMappings)
 	r := &inProcess{cfg: esConfig(ix.url, db, ix.name), env: envOf(db),
 		spec: esSpec(t, specOpts{sourceConn: "main", target: "es:" + ix.name, batch: 2000}, etlv1.ActionIndex)}
-	converge(t, db, r, 20*time.Second, func() { indexMatchesSource(t, db, ix) })
+	converge(t, db, r, 15*time.Second, func() { indexMatchesSource(t, db, ix) })
 }
 
 func TestHorizonCondition(t *testing.T) {
