@@ -34,6 +34,7 @@ var allowedTables = []string{
 	"analytics.orders_full",
 	"analytics.orders_late",
 	"analytics.orders_stopped",
+	"analytics.orders_flaky",
 }
 
 // suiteDSN is the database of the suite's own (testenv.NewPostgresDB): the operator
@@ -98,6 +99,11 @@ data:
       - name: late
         dsnSecret:
           name: late-dsn
+          key: dsn
+      # Its Secret points at a closed port until a spec repairs it: a database that is down.
+      - name: flaky
+        dsnSecret:
+          name: flaky-dsn
           key: dsn
     allowedTargets:
       postgresTables: [%s]

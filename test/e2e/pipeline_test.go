@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -485,6 +486,38 @@ var _ = Describe("ETLPipelines on the local cluster", func() {
 		p = waitIdleAndReady(ns, "late")
 		Expect(p.Status.Run.RowsRead).To(BeEquivalentTo(1000))
 		expectSame("orders_late")
+	})
+
+	It("runs a scheduled pipeline again on its own once its database is back after a failed tick", func() {
+		createOrders("orders_flaky", 1000)
+		down, err := url.Parse(suiteDSN)
+		Expect(err).NotTo(HaveOccurred())
+		down.Host = "127.0.0.1:1"
+		mustKubectl("create", "secret", "generic", "flaky-dsn", "-n", operatorNamespace, "--from-literal=dsn="+down.String())
+		DeferCleanup(func() { _, _ = kubectl("delete", "secret", "flaky-dsn", "-n", operatorNamespace) })
+		manifest := strings.Replace(pipelineYAML("flaky", "orders_flaky", 500, "  schedule: \"@every 5s\"\n  retry:\n    attempts: 0\n"),
+			"connection: "+connection, "connection: flaky", 1)
+		manifest = strings.Replace(manifest, "  target:\n    name: analytics.orders_flaky", "  target:\n    name: analytics.orders_flaky\n    connection: "+connection, 1)
+		apply(ns, manifest)
+		mustKubectl("wait", "-n", ns, "--for=jsonpath={.status.phase}=Failed", "--timeout=60s", "etlpipeline/flaky")
+		p, err := getPipeline(ns, "flaky")
+		Expect(err).NotTo(HaveOccurred())
+		Expect(p.Status.Run.ErrorClass).To(Equal(etlv1.ErrorInfra))
+		Expect(p.Status.ConsecutiveFailures).To(BeNumerically(">=", 1))
+		Expect(p.Status.NextScheduledRun).NotTo(BeNil(), "an infrastructure failure keeps the schedule")
+
+		By("the database comes back: the Secret holds the working DSN")
+		_, err = kubectlIn(mustKubectl("create", "secret", "generic", "flaky-dsn", "-n", operatorNamespace, "--from-literal=dsn="+suiteDSN,
+			"--dry-run=client", "-o", "yaml"), "apply", "-f", "-")
+		Expect(err).NotTo(HaveOccurred())
+		Eventually(func(g Gomega) {
+			p, err := getPipeline(ns, "flaky")
+			g.Expect(err).NotTo(HaveOccurred())
+			g.Expect(p.Status.Phase).To(Equal(etlv1.PhaseIdle))
+			g.Expect(p.Status.Run.Trigger).To(Equal(etlv1.TriggerSchedule))
+			g.Expect(p.Status.ConsecutiveFailures).To(BeZero())
+		}).WithTimeout(runTimeout).WithPolling(poll).Should(Succeed(), "a later tick ran without anyone asking")
+		expectSame("orders_flaky")
 	})
 
 	It("moves inserted and updated rows on a run request, then on its schedule", func() {
