@@ -460,17 +460,27 @@ type termination struct {
 	message  string
 }
 
+// jobPods returns the pods of a runner Job, straight from the API server (the manager caches
+// no pods).
+func (r *ETLPipelineReconciler) jobPods(ctx context.Context, job *batchv1.Job) ([]corev1.Pod, error) {
+	pods := &corev1.PodList{}
+	if err := r.APIReader.List(ctx, pods, client.InNamespace(job.Namespace), client.MatchingLabels{batchv1.JobNameLabel: job.Name}); err != nil {
+		return nil, fmt.Errorf("list pods of job %s/%s: %w", job.Namespace, job.Name, err)
+	}
+	return pods.Items, nil
+}
+
 // terminationMessage returns the termination of the runner container of the Job's last pod:
 // the runner writes its error there, or the kubelet falls back to the last log lines.
 func (r *ETLPipelineReconciler) terminationMessage(ctx context.Context, job *batchv1.Job) (termination, error) {
-	pods := &corev1.PodList{}
-	if err := r.APIReader.List(ctx, pods, client.InNamespace(job.Namespace), client.MatchingLabels{batchv1.JobNameLabel: job.Name}); err != nil {
-		return termination{}, fmt.Errorf("list pods of job %s/%s: %w", job.Namespace, job.Name, err)
+	pods, err := r.jobPods(ctx, job)
+	if err != nil {
+		return termination{}, err
 	}
 	var best termination
 	var bestAt time.Time
-	for i := range pods.Items {
-		for _, cs := range pods.Items[i].Status.ContainerStatuses {
+	for i := range pods {
+		for _, cs := range pods[i].Status.ContainerStatuses {
 			if cs.Name != runnerContainer {
 				continue
 			}

@@ -371,7 +371,7 @@ var _ = Describe("ETLPipeline reconciler", func() {
 		}, timeout, interval).Should(Succeed())
 		// The pod the Job controller (absent from envtest) would make, as the kubelet leaves it.
 		pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: operatorNamespace, Name: run.JobName + "-x1",
-			Labels: map[string]string{batchv1.ControllerUidLabel: string(job.UID)}},
+			Labels: map[string]string{batchv1.JobNameLabel: job.Name}},
 			Spec: *job.Spec.Template.Spec.DeepCopy()}
 		Expect(k8sClient.Create(ctx, pod)).To(Succeed())
 		pod.Status.Phase = corev1.PodPending

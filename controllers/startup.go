@@ -6,12 +6,10 @@ import (
 	"strings"
 	"time"
 
-	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	ctrl "sigs.k8s.io/controller-runtime"
-	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	etlv1 "github.com/sluice-dev/sluice/api/v1alpha1"
 )
@@ -75,12 +73,11 @@ func (r *ETLPipelineReconciler) reconcileStartup(ctx context.Context, s *pass) (
 	if st.Phase != etlv1.PhaseRunRequested || s.job == nil || s.outcome != JobActive || st.Run == nil || st.Run.StartTime == nil {
 		return ctrl.Result{}, nil
 	}
-	pods := &corev1.PodList{}
-	if err := r.APIReader.List(ctx, pods, client.InNamespace(r.Namespace),
-		client.MatchingLabels{batchv1.ControllerUidLabel: string(s.job.UID)}); err != nil {
-		return ctrl.Result{}, fmt.Errorf("list pods of job %s/%s: %w", s.job.Namespace, s.job.Name, err)
+	pods, err := r.jobPods(ctx, s.job)
+	if err != nil {
+		return ctrl.Result{}, err
 	}
-	s.startup = podProblem(pods.Items, s.job.Name, s.job.CreationTimestamp.Time, s.now)
+	s.startup = podProblem(pods, s.job.Name, s.job.CreationTimestamp.Time, s.now)
 	deadline := r.config().Runner.StartupDeadline()
 	waited := s.now.Sub(st.Run.StartTime.Time)
 	if waited >= deadline {

@@ -62,7 +62,8 @@ func (e *executor) progressNow() status.Progress {
 
 func (e *executor) progress(ctx context.Context, s *session) {
 	e.lastProgress = time.Now()
-	if e.batches == 0 && e.reported && len(e.conditions) == 0 && len(e.cleared) == 0 {
+	// The first report carries the conditions set when the session opened.
+	if e.batches == 0 && e.reported {
 		return
 	}
 	cctx, cancel := context.WithTimeout(ctx, statusTimeout)

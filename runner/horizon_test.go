@@ -329,3 +329,58 @@ func TestHorizonCondition(t *testing.T) {
 		}
 	}
 }
+
+// TestKilledRunnersUnderConcurrentWritersConverge joins the two threats: writers committing
+// out of updated_at order, and runner processes killed with SIGKILL at random moments (mid-
+// batch included), a killed run carried on by a new process as the Job would. Once the
+// writers stop and one more run completes, the sink equals the source by count and checksum.
+func TestKilledRunnersUnderConcurrentWritersConverge(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary and runs it many times")
+	}
+	bin := buildSluice(t)
+	for _, tp := range topologies {
+		t.Run(tp.name, func(t *testing.T) {
+			t.Parallel()
+			main, dst := dbsFor(t, tp)
+			stampedSource(t, main, 100000)
+			createTarget(t, dst, "items")
+			cfg := writeConfig(t, testConfig(main, dst))
+			spec := specJSON(t, specOpts{sourceConn: "main", targetConn: dst.name, batch: 2000, attempts: 3, backoff: 200 * time.Millisecond})
+			args := []string{"--config", cfg, "--no-status", "--termination-log", "", "--log-level", "warn"}
+
+			ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+			defer cancel()
+			wait := writeLoad(ctx, t, main, 4, 100000)
+			seed := time.Now().UnixNano() ^ int64(len(tp.name))<<32
+			t.Logf("kill seed %d", seed)
+			rng := rand.New(rand.NewSource(seed))
+			runs, kills, completions := 1, 0, 0
+			for ctx.Err() == nil {
+				p := startRunner(t, bin, runEnv(envOf(main, dst), spec, fmt.Sprintf("run-%d", runs)), args...)
+				select {
+				case <-p.done:
+					if code := p.wait(t, time.Second); code != configv1.ExitOK {
+						t.Fatalf("runner exited %d; its log:\n%s", code, p.log)
+					}
+					completions++
+					runs++ // the next process is a new run; a killed one is carried on
+				case <-time.After(time.Duration(rng.Intn(600)) * time.Millisecond):
+					_ = p.cmd.Process.Kill()
+					<-p.done
+					kills++
+				}
+			}
+			commits := wait()
+			p := startRunner(t, bin, runEnv(envOf(main, dst), spec, fmt.Sprintf("run-%d", runs+1)), args...)
+			if code := p.wait(t, 2*time.Minute); code != configv1.ExitOK {
+				t.Fatalf("last runner exited %d; its log:\n%s", code, p.log)
+			}
+			t.Logf("%d kills and %d completed runs while %d write transactions committed", kills, completions, commits)
+			if kills < 3 {
+				t.Fatalf("only %d kills: the test did not exercise crashes", kills)
+			}
+			sinkMatchesSource(t, main, dst, "items")
+		})
+	}
+}

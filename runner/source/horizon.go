@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -67,8 +68,6 @@ type Horizon struct {
 	Empty bool
 	// Holder is the oldest transaction still open when the horizon was taken (nil: none).
 	Holder *Holder
-	// Age is how far the horizon lags the database's clock (time horizons).
-	Age time.Duration
 }
 
 // Cursor kinds, from the cursor column's type.
@@ -83,7 +82,7 @@ func cursorKind(typeName string) string {
 	case "timestamp with time zone", "timestamp without time zone", "date":
 		return cursorTime
 	}
-	if len(typeName) > len("timestamp(") && typeName[:len("timestamp(")] == "timestamp(" {
+	if strings.HasPrefix(typeName, "timestamp(") {
 		return cursorTime // timestamp(3) with/without time zone
 	}
 	return cursorSequence
@@ -94,53 +93,73 @@ func cursorKind(typeName string) string {
 // runner's own sessions, and the prepared transactions. Autovacuum and replication processes
 // write no user rows. A prepared transaction's start is not recorded; its prepare time is the
 // nearest bound Postgres keeps (rows it stamped earlier need lag as a margin, see README).
+//
+// Every row carries now(), the same clock the transactions' starts are on; one row with no
+// transaction (a NULL start) carries it when none is open.
 const openSQL = `
-	SELECT a.pid, coalesce(a.application_name, ''), coalesce(a.state, ''), a.xact_start, ''
+	SELECT a.pid, coalesce(a.application_name, ''), coalesce(a.state, ''), a.xact_start, '', now()
 	FROM pg_stat_activity a
 	WHERE a.datname = current_database() AND a.xact_start IS NOT NULL
 	  AND a.backend_type IN ('client backend', 'background worker')
 	  AND a.pid <> pg_backend_pid() AND NOT (a.pid = ANY ($1::int4[]) AND a.application_name = $2)
 	UNION ALL
-	SELECT 0, '', 'prepared', p.prepared, p.gid
+	SELECT 0, '', 'prepared', p.prepared, p.gid, now()
 	FROM pg_prepared_xacts p WHERE p.database = current_database()
-	ORDER BY 4
+	UNION ALL
+	SELECT 0, '', '', NULL, '', now()
+	ORDER BY 4 NULLS LAST
 `
 
-// privilegeSQL tells whether the role sees other roles' transactions: without
-// pg_read_all_stats, pg_stat_activity shows NULL for their xact_start, which would look like
-// no open transaction at all.
-const privilegeSQL = `SELECT pg_has_role(current_user, 'pg_read_all_stats', 'USAGE'), pg_is_in_recovery(), now()`
+// sourceSQL tells whether the role sees other roles' transactions (without pg_read_all_stats,
+// pg_stat_activity shows NULL for their xact_start, which would look like no open transaction
+// at all) and whether the source is a standby.
+const sourceSQL = `SELECT pg_has_role(current_user, 'pg_read_all_stats', 'USAGE'), pg_is_in_recovery()`
 
-// open lists the open transactions, oldest first, after checking that the role can see them.
-func openTransactions(ctx context.Context, conn *pgx.Conn, o HorizonOptions, lag time.Duration) (time.Time, []Holder, error) {
+// checkSource refuses, once per run, a source on which no horizon of the cursor's kind can be
+// known: a role that cannot see the other sessions, or a standby (which cannot see the
+// primary's open transactions) unless lag gives a margin for a time cursor.
+func checkSource(ctx context.Context, conn *pgx.Conn, kind string, lag time.Duration) error {
 	var canSee, standby bool
-	var now time.Time
-	if err := conn.QueryRow(ctx, privilegeSQL).Scan(&canSee, &standby, &now); err != nil {
-		return now, nil, fmt.Errorf("read horizon: %w", err)
+	if err := conn.QueryRow(ctx, sourceSQL).Scan(&canSee, &standby); err != nil {
+		return fmt.Errorf("read horizon: %w", err)
 	}
-	if !canSee {
-		return now, nil, failure.Business(errors.New("read horizon: the source role cannot see other sessions' transactions; " +
+	switch {
+	case !canSee:
+		return failure.Business(errors.New("read horizon: the source role cannot see other sessions' transactions; " +
 			"grant it pg_read_all_stats (GRANT pg_read_all_stats TO <role>) so that an Incremental run can tell which rows are safe to read"))
-	}
-	if standby && lag <= 0 {
-		return now, nil, failure.Business(errors.New("read horizon: the source is a standby, which cannot see the primary's open transactions; " +
+	case standby && kind == cursorSequence:
+		return failure.Business(errors.New("read horizon: the source is a standby, which cannot see the primary's open transactions: " +
+			"a sequence cursor has no safe horizon there; read from the primary, or page on a time cursor with spec.source.cursor.lag"))
+	case standby && lag <= 0:
+		return failure.Business(errors.New("read horizon: the source is a standby, which cannot see the primary's open transactions; " +
 			"set spec.source.cursor.lag to more than the longest write transaction plus the replication delay"))
 	}
+	return nil
+}
+
+// openTransactions lists the open transactions, oldest first, and the database's clock.
+func openTransactions(ctx context.Context, conn *pgx.Conn, o HorizonOptions) (time.Time, []Holder, error) {
 	pids := make([]int32, len(o.Own))
 	for i, p := range o.Own {
 		pids[i] = int32(p) // #nosec G115 -- backend pids are positive int4 values
 	}
 	rows, err := conn.Query(ctx, openSQL, pids, o.AppName)
 	if err != nil {
-		return now, nil, fmt.Errorf("read horizon: %w", err)
+		return time.Time{}, nil, fmt.Errorf("read horizon: %w", err)
 	}
+	var now time.Time
 	var out []Holder
 	for rows.Next() {
 		var h Holder
-		if err := rows.Scan(&h.PID, &h.Application, &h.State, &h.Since, &h.GID); err != nil {
+		var since *time.Time
+		if err := rows.Scan(&h.PID, &h.Application, &h.State, &since, &h.GID, &now); err != nil {
 			rows.Close()
 			return now, nil, fmt.Errorf("read horizon: %w", err)
 		}
+		if since == nil {
+			continue // the row that only carries now()
+		}
+		h.Since = *since
 		out = append(out, h)
 	}
 	if err := rows.Err(); err != nil {
@@ -170,9 +189,13 @@ func (r *Reader) TakeHorizon(ctx context.Context, o HorizonOptions) (Horizon, er
 	if r.opts.Cursor == "" {
 		return Horizon{}, errors.New("take horizon: a Full run has no cursor")
 	}
+	kind := r.cursorKind()
+	if err := checkSource(ctx, r.conn, kind, o.Lag); err != nil {
+		return Horizon{}, err
+	}
 	var h Horizon
 	var err error
-	if r.cursorKind() == cursorTime {
+	if kind == cursorTime {
 		h, err = timeHorizon(ctx, r.conn, o)
 	} else {
 		if o.Lag > 0 {
@@ -208,7 +231,7 @@ func (r *Reader) cursorKind() string { return cursorKind(r.keyset.Types[0]) }
 
 // timeHorizon is min(oldest open transaction's start, now()) - lag.
 func timeHorizon(ctx context.Context, conn *pgx.Conn, o HorizonOptions) (Horizon, error) {
-	now, open, err := openTransactions(ctx, conn, o, o.Lag)
+	now, open, err := openTransactions(ctx, conn, o)
 	if err != nil {
 		return Horizon{}, err
 	}
@@ -222,7 +245,6 @@ func timeHorizon(ctx context.Context, conn *pgx.Conn, o HorizonOptions) (Horizon
 	return Horizon{
 		Value:  at.UTC().Format("2006-01-02 15:04:05.999999Z07:00"),
 		Holder: holder,
-		Age:    now.Sub(at),
 	}, nil
 }
 
@@ -237,7 +259,7 @@ func (r *Reader) barrier(ctx context.Context, o HorizonOptions) (Horizon, error)
 	if err != nil {
 		return Horizon{}, readErr("read the cursor's largest value", err)
 	}
-	_, open, err := openTransactions(ctx, r.conn, o, 0)
+	_, open, err := openTransactions(ctx, r.conn, o)
 	if err != nil {
 		return Horizon{}, err
 	}
@@ -245,16 +267,7 @@ func (r *Reader) barrier(ctx context.Context, o HorizonOptions) (Horizon, error)
 	if poll <= 0 {
 		poll = 100 * time.Millisecond
 	}
-	deadline := time.Now().Add(o.Wait)
-	for len(open) > 0 {
-		_, current, err := openTransactions(ctx, r.conn, o, 0)
-		if err != nil {
-			return Horizon{}, err
-		}
-		open = stillOpen(open, current)
-		if len(open) == 0 || time.Now().After(deadline) {
-			break
-		}
+	for deadline := time.Now().Add(o.Wait); len(open) > 0 && time.Now().Before(deadline); {
 		t := time.NewTimer(poll)
 		select {
 		case <-ctx.Done():
@@ -262,6 +275,11 @@ func (r *Reader) barrier(ctx context.Context, o HorizonOptions) (Horizon, error)
 			return Horizon{}, fmt.Errorf("read horizon: %w", ctx.Err())
 		case <-t.C:
 		}
+		_, current, err := openTransactions(ctx, r.conn, o)
+		if err != nil {
+			return Horizon{}, err
+		}
+		open = stillOpen(open, current)
 	}
 	switch {
 	case len(open) > 0:

@@ -185,6 +185,26 @@ func expectCheckpointAtSinkEnd(table string, cp *etlv1.CheckpointStatus) {
 // runnerPods returns the pods of a runner Job.
 func runnerPods(job string) []corev1.Pod { return podsOf(operatorNamespace, job) }
 
+// runnerProcess returns the one running pod of a runner Job and the process that plays it,
+// found through the node agent's pid file and checked by its environment.
+func runnerProcess(job string) (corev1.Pod, int) {
+	GinkgoHelper()
+	pods := runnerPods(job)
+	Expect(pods).To(HaveLen(1))
+	pod := pods[0]
+	Expect(pod.Status.Phase).To(Equal(corev1.PodRunning))
+	dir := filepath.Join(runDir, "cluster", "nodeagent", "pods", pod.Namespace+"_"+pod.Name+"_"+string(pod.UID))
+	raw, err := os.ReadFile(filepath.Join(dir, "pid")) // #nosec G304 -- the suite's own node agent directory
+	Expect(err).NotTo(HaveOccurred())
+	pid, err := strconv.Atoi(strings.TrimSpace(string(raw)))
+	Expect(err).NotTo(HaveOccurred())
+	environ, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", pid))
+	Expect(err).NotTo(HaveOccurred())
+	Expect(strings.Split(string(environ), "\x00")).To(ContainElement("SLUICE_TERMINATION_LOG="+filepath.Join(dir, "termination-log")),
+		"pid %d plays pod %s", pid, pod.Name)
+	return pod, pid
+}
+
 var _ = Describe("ETLPipelines on the local cluster", func() {
 	var ns string
 	BeforeEach(func() { ns = newNamespace() })
@@ -333,19 +353,7 @@ var _ = Describe("ETLPipelines on the local cluster", func() {
 		job := before.Status.Run.JobName
 
 		By("SIGKILL of the runner's process group, found through the node agent's pid file")
-		pods := runnerPods(job)
-		Expect(pods).To(HaveLen(1))
-		pod := pods[0]
-		Expect(pod.Status.Phase).To(Equal(corev1.PodRunning))
-		dir := filepath.Join(runDir, "cluster", "nodeagent", "pods", pod.Namespace+"_"+pod.Name+"_"+string(pod.UID))
-		raw, err := os.ReadFile(filepath.Join(dir, "pid")) // #nosec G304 -- the suite's own node agent directory
-		Expect(err).NotTo(HaveOccurred())
-		pid, err := strconv.Atoi(strings.TrimSpace(string(raw)))
-		Expect(err).NotTo(HaveOccurred())
-		environ, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", pid))
-		Expect(err).NotTo(HaveOccurred())
-		Expect(strings.Split(string(environ), "\x00")).To(ContainElement("SLUICE_TERMINATION_LOG="+filepath.Join(dir, "termination-log")),
-			"pid %d plays pod %s", pid, pod.Name)
+		pod, pid := runnerProcess(job)
 		Expect(syscall.Kill(-pid, syscall.SIGKILL)).To(Succeed())
 		_, _ = fmt.Fprintf(GinkgoWriter, "killed pid %d after at least %d of %d rows\n", pid, before.Status.Run.RowsWritten, rows)
 
@@ -380,14 +388,7 @@ var _ = Describe("ETLPipelines on the local cluster", func() {
 			g.Expect(err).NotTo(HaveOccurred())
 			g.Expect(before.Status.Phase).To(Equal(etlv1.PhaseRunning))
 		}).WithTimeout(60 * time.Second).WithPolling(poll).Should(Succeed())
-		pods := runnerPods(before.Status.Run.JobName)
-		Expect(pods).To(HaveLen(1))
-		pod := pods[0]
-		dir := filepath.Join(runDir, "cluster", "nodeagent", "pods", pod.Namespace+"_"+pod.Name+"_"+string(pod.UID))
-		raw, err := os.ReadFile(filepath.Join(dir, "pid")) // #nosec G304 -- the suite's own node agent directory
-		Expect(err).NotTo(HaveOccurred())
-		pid, err := strconv.Atoi(strings.TrimSpace(string(raw)))
-		Expect(err).NotTo(HaveOccurred())
+		pod, pid := runnerProcess(before.Status.Run.JobName)
 
 		By("SIGSTOP of the runner's process group, then kubectl delete pod")
 		Expect(syscall.Kill(-pid, syscall.SIGSTOP)).To(Succeed())
