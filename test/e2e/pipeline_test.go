@@ -185,6 +185,19 @@ func expectCheckpointAtSinkEnd(table string, cp *etlv1.CheckpointStatus) {
 // runnerPods returns the pods of a runner Job.
 func runnerPods(job string) []corev1.Pod { return podsOf(operatorNamespace, job) }
 
+// waitRunning waits until a runner claimed the pipeline's run and returns the pipeline then.
+func waitRunning(ns, name string) *etlv1.ETLPipeline {
+	GinkgoHelper()
+	var p *etlv1.ETLPipeline
+	Eventually(func(g Gomega) {
+		var err error
+		p, err = getPipeline(ns, name)
+		g.Expect(err).NotTo(HaveOccurred())
+		g.Expect(p.Status.Phase).To(Equal(etlv1.PhaseRunning))
+	}).WithTimeout(60 * time.Second).WithPolling(poll).Should(Succeed())
+	return p
+}
+
 // runnerProcess returns the one running pod of a runner Job and the process that plays it,
 // found through the node agent's pid file and checked by its environment.
 func runnerProcess(job string) (corev1.Pod, int) {
@@ -343,13 +356,7 @@ var _ = Describe("ETLPipelines on the local cluster", func() {
 		apply(ns, pipelineYAML("crashed", "orders_crashed", 1000, ""))
 		// Killed as soon as the run is claimed: a run of 600,000 rows takes a few seconds,
 		// waiting for a progress report could find it over.
-		var before *etlv1.ETLPipeline
-		Eventually(func(g Gomega) {
-			var err error
-			before, err = getPipeline(ns, "crashed")
-			g.Expect(err).NotTo(HaveOccurred())
-			g.Expect(before.Status.Phase).To(Equal(etlv1.PhaseRunning))
-		}).WithTimeout(60 * time.Second).WithPolling(poll).Should(Succeed())
+		before := waitRunning(ns, "crashed")
 		job := before.Status.Run.JobName
 
 		By("SIGKILL of the runner's process group, found through the node agent's pid file")
@@ -381,13 +388,7 @@ var _ = Describe("ETLPipelines on the local cluster", func() {
 		const rows = 600000
 		createOrders("orders_stopped", rows)
 		apply(ns, pipelineYAML("stopped", "orders_stopped", 1000, ""))
-		var before *etlv1.ETLPipeline
-		Eventually(func(g Gomega) {
-			var err error
-			before, err = getPipeline(ns, "stopped")
-			g.Expect(err).NotTo(HaveOccurred())
-			g.Expect(before.Status.Phase).To(Equal(etlv1.PhaseRunning))
-		}).WithTimeout(60 * time.Second).WithPolling(poll).Should(Succeed())
+		before := waitRunning(ns, "stopped")
 		pod, pid := runnerProcess(before.Status.Run.JobName)
 
 		By("SIGSTOP of the runner's process group, then kubectl delete pod")
