@@ -34,7 +34,7 @@ help: ## Show the targets.
 
 .PHONY: manifests
 manifests: $(CONTROLLER_GEN) ## Generate the CRD and the manager's ClusterRole from the markers.
-	$(CONTROLLER_GEN) crd rbac:roleName=sluice-manager paths=./... \
+	$(CONTROLLER_GEN) crd:allowDangerousTypes=true rbac:roleName=sluice-manager paths=./... \
 		output:crd:artifacts:config=config/crd/bases output:rbac:artifacts:config=config/rbac
 
 .PHONY: generate

@@ -98,6 +98,9 @@ func setConditions(st *etlv1.ETLPipelineStatus, in conditionInput) {
 		msg := fmt.Sprintf("run %s completed", runID)
 		if st.Run != nil {
 			msg = fmt.Sprintf("run %s completed: %d rows read, %d written", runID, st.Run.RowsRead, st.Run.RowsWritten)
+			if st.Run.RowsDeleted > 0 || st.Run.RowsSwept > 0 {
+				msg += fmt.Sprintf(", %d deleted, %d swept", st.Run.RowsDeleted, st.Run.RowsSwept)
+			}
 		}
 		set(etlv1.ConditionReady, metav1.ConditionTrue, etlv1.ReasonSucceeded, msg)
 	}

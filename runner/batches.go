@@ -32,10 +32,12 @@ func (e *executor) step(ctx context.Context, s *session, stages []transform.Stag
 		e.startPrefetch(ctx, s, pos)
 	}
 	read := int64(b.Len())
+	markDeleted(e.pl.deleteWhen, b)
 	out, err := transform.Chain(ctx, stages, b)
 	if err != nil {
 		return false, err
 	}
+	dropMarker(e.pl.deleteWhen, out)
 	if err := checkKeys(out, e.pl.sinkKey); err != nil {
 		return false, err
 	}
@@ -61,12 +63,13 @@ func (e *executor) read(ctx context.Context, s *session) (*batch.Batch, error) {
 // the state database (rows and checkpoint together, exactly once), else rows first and
 // checkpoint second (a crash in between replays the batch, which the upsert absorbs).
 func (e *executor) write(ctx context.Context, s *session, out *batch.Batch, pos []string, read int64) error {
-	// RowsWritten counts the rows handed to the sink (after transforms), which the
-	// checkpoint statement must know before the sink has written them.
+	// RowsWritten and RowsDeleted count the rows handed to the sink (after transforms), which
+	// the checkpoint statement must know before the sink has written them.
+	deleted := int64(out.CountDeleted())
 	adv := state.Advance{
 		Mode: e.pl.mode, RunID: e.p.RunID, Generation: e.pl.generation,
 		Position: &state.Position{Columns: e.pl.order, Values: pos},
-		RowsRead: read, RowsWritten: int64(out.Len()), Batches: 1,
+		RowsRead: read, RowsWritten: int64(out.Len()) - deleted, RowsDeleted: deleted, Batches: 1,
 	}
 	if s.txSink != nil {
 		var stmt sink.Statement
@@ -134,12 +137,14 @@ func (e *executor) committed(pos []string, adv state.Advance) {
 		e.pending.Mode, e.pending.RunID, e.pending.Generation, e.pending.Position = adv.Mode, adv.RunID, adv.Generation, adv.Position
 		e.pending.RowsRead += adv.RowsRead
 		e.pending.RowsWritten += adv.RowsWritten
+		e.pending.RowsDeleted += adv.RowsDeleted
 		e.pending.Batches++
 	}
 	e.after = pos
 	e.checkpointTime = time.Now()
 	e.rowsRead += adv.RowsRead
 	e.rowsWritten += adv.RowsWritten
+	e.rowsDeleted += adv.RowsDeleted
 	e.batches++
 }
 

@@ -144,7 +144,8 @@ func Run(ctx context.Context, p Params) Result {
 		writeTermination(p.TerminationLog, string(res.Outcome)+": "+res.Message)
 	case res.Outcome == OutcomeIdle || res.Outcome == OutcomePaused:
 		end, _ := json.Marshal(configv1.RunEnd{RunID: p.RunID, Phase: string(res.Outcome),
-			RowsRead: res.RowsRead, RowsWritten: res.RowsWritten, Batches: res.Batches})
+			RowsRead: res.RowsRead, RowsWritten: res.RowsWritten, Batches: res.Batches,
+			RowsDeleted: e.rowsDeleted, RowsSwept: e.rowsSwept})
 		writeTermination(p.TerminationLog, string(end))
 	}
 	return res
@@ -172,6 +173,7 @@ type executor struct {
 	after                          []string
 	checkpointTime                 time.Time
 	rowsRead, rowsWritten, batches int64
+	rowsDeleted, rowsSwept         int64
 	// pending accumulates what CheckpointAtEnd has not committed yet.
 	pending state.Advance
 	// horizon is the run's read horizon (Incremental), taken by the first session.

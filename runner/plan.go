@@ -41,6 +41,12 @@ type plan struct {
 	target  etlv1.ParsedTarget
 	// stream and fullStream fingerprint the stream and a Full run's output (identity.go).
 	stream, fullStream string
+	// deleteWhen is the soft-delete marker column (target.deleteWhen.column), or "".
+	deleteWhen string
+	// mirror is set for a Full run with target.fullSync Mirror; maxDeleteRatio bounds its
+	// sweep.
+	mirror         bool
+	maxDeleteRatio float64
 	// lag is spec.source.cursor.lag.
 	lag time.Duration
 	// session are the settings of every Postgres session (runner.postgres).
@@ -103,6 +109,32 @@ func makePlan(cfg *configv1.OperatorConfig, specJSON, generation string, lookupE
 	}
 	p.sinkKey = spec.SinkKey()
 	p.stream, p.fullStream = streamFingerprint(spec), fullFingerprint(spec)
+	if dw := spec.Target.DeleteWhen; dw != nil {
+		p.deleteWhen = dw.Column
+		if p.deleteWhen == "" {
+			bad("target.deleteWhen.column is empty")
+		}
+		for _, k := range append(append([]string{p.cursor}, p.keys...), p.sinkKey...) {
+			if k == p.deleteWhen {
+				bad("target.deleteWhen.column %q is a cursor or key column: it must be a column of its own", k)
+				break
+			}
+		}
+	}
+	switch spec.Target.FullSync {
+	case "", etlv1.FullSyncUpsert:
+	case etlv1.FullSyncMirror:
+		p.mirror = spec.Mode == etlv1.ModeFull
+	default:
+		bad("target.fullSync %q: want Upsert or Mirror", spec.Target.FullSync)
+	}
+	p.maxDeleteRatio = etlv1.DefaultMaxDeleteRatio
+	if r := spec.Target.MaxDeleteRatio; r != nil {
+		p.maxDeleteRatio = *r
+		if p.maxDeleteRatio < 0 || p.maxDeleteRatio > 1 {
+			bad("target.maxDeleteRatio %v must be between 0 and 1", *r)
+		}
+	}
 	if l := spec.Source.Cursor.Lag; l != nil {
 		p.lag = l.Duration
 		if p.lag < 0 {

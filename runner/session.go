@@ -140,6 +140,9 @@ func (e *executor) open(ctx context.Context) (_ *session, err error) {
 	}); err != nil {
 		return nil, err
 	}
+	if err = checkDeleteWhen(pl.deleteWhen, s.reader.Columns()); err != nil {
+		return nil, err
+	}
 	if s.sink, err = sinkOpeners[pl.target.Kind](ctx, pl, s); err != nil {
 		return nil, err
 	}
@@ -191,6 +194,7 @@ func (e *executor) open(ctx context.Context) (_ *session, err error) {
 	e.after, note = startPosition(pl, e.p.RunID, e.trigger, c)
 	e.inflight, e.sentAfter = nil, nil
 	e.rowsRead, e.rowsWritten, e.batches = c.RowsRead, c.RowsWritten, c.Batches
+	e.rowsDeleted = c.RowsDeleted
 	e.pending = state.Advance{}
 	e.log.Info(note, "checkpoint", e.after)
 	return s, nil

@@ -222,7 +222,55 @@ type TargetSpec struct {
 	// merging into the existing document) or Index (replace the whole document; cheaper).
 	// +optional
 	Action ElasticsearchAction `json:"action,omitempty"`
+
+	// DeleteWhen turns soft-deleted source rows into deletes: a reader row whose marker column
+	// is set deletes its key from the sink instead of being written.
+	// +optional
+	DeleteWhen *DeleteWhenSpec `json:"deleteWhen,omitempty"`
+
+	// FullSync is what a Full run does with sink rows it did not read: Upsert (the default)
+	// leaves them; Mirror makes the sink equal to the run's output. A Postgres table is swept
+	// of the keys the run did not read; an Elasticsearch target is an alias, rebuilt into a
+	// new index that replaces the old one in one atomic alias swap. Incremental runs ignore it.
+	// +kubebuilder:default=Upsert
+	// +optional
+	FullSync FullSync `json:"fullSync,omitempty"`
+
+	// MaxDeleteRatio bounds the sweep of a Mirror run on a Postgres table: a sweep that would
+	// delete more than this fraction of the table's rows fails the run and deletes nothing,
+	// so that a source emptied by mistake never empties the sink. 1 allows any sweep.
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=1
+	// +kubebuilder:default=0.5
+	// +optional
+	MaxDeleteRatio *float64 `json:"maxDeleteRatio,omitempty"`
 }
+
+// DeleteWhenSpec names the soft-delete marker of the reader's rows.
+type DeleteWhenSpec struct {
+	// Column is a column of the reader's output (for example deleted_at): a row where it is
+	// not NULL (or, for a boolean, true) deletes the row's key from the sink. The column is
+	// never written to the sink.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=63
+	// +kubebuilder:validation:Pattern=`^[A-Za-z_][A-Za-z0-9_]*$`
+	// +required
+	Column string `json:"column"`
+}
+
+// FullSync selects what a Full run does with sink rows it did not read.
+// +kubebuilder:validation:Enum=Upsert;Mirror
+type FullSync string
+
+const (
+	// FullSyncUpsert writes every row read and removes nothing.
+	FullSyncUpsert FullSync = "Upsert"
+	// FullSyncMirror leaves the sink equal to the run's output.
+	FullSyncMirror FullSync = "Mirror"
+)
+
+// DefaultMaxDeleteRatio is target.maxDeleteRatio's default.
+const DefaultMaxDeleteRatio = 0.5
 
 // RetrySpec is the retry policy for infrastructure errors.
 type RetrySpec struct {
@@ -313,6 +361,15 @@ type RunStatus struct {
 	// RowsWritten counts sink rows (after transforms) of committed batches.
 	// +optional
 	RowsWritten int64 `json:"rowsWritten,omitempty"`
+	// RowsDeleted counts the deletes (soft-deleted rows, explicit deletes of a transform) of
+	// committed batches.
+	// +optional
+	RowsDeleted int64 `json:"rowsDeleted,omitempty"`
+	// RowsSwept counts the sink rows a completed Mirror run removed because it did not read
+	// them (Postgres), or the documents of the replaced index that the new one lacks
+	// (Elasticsearch).
+	// +optional
+	RowsSwept int64 `json:"rowsSwept,omitempty"`
 	// Batches counts committed batches.
 	// +optional
 	Batches int64 `json:"batches,omitempty"`
@@ -387,6 +444,8 @@ type ETLPipelineStatus struct {
 // +kubebuilder:printcolumn:name="Mode",type=string,JSONPath=`.spec.mode`
 // +kubebuilder:printcolumn:name="Target",type=string,JSONPath=`.spec.target.name`
 // +kubebuilder:printcolumn:name="Rows",type=integer,JSONPath=`.status.run.rowsWritten`
+// +kubebuilder:printcolumn:name="Deleted",type=integer,JSONPath=`.status.run.rowsDeleted`
+// +kubebuilder:printcolumn:name="Swept",type=integer,JSONPath=`.status.run.rowsSwept`
 // +kubebuilder:printcolumn:name="Last Run",type=date,JSONPath=`.status.run.completionTime`
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 type ETLPipeline struct {

@@ -26,6 +26,10 @@ type Batch struct {
 	// More is set by the reader when rows follow this page: it read the row after the
 	// page's last one (a page may end before its size, at its byte bound).
 	More bool
+	// Deleted, when set, flags the rows that delete their key from the sink instead of being
+	// written (a soft-deleted source row, a transform's explicit delete). It has one entry per
+	// row; only a deleting row's key columns matter.
+	Deleted []bool
 }
 
 // Len returns the number of rows.

@@ -109,6 +109,27 @@ var migrations = []string{
 		ADD COLUMN stream       text,
 		ADD COLUMN full_stream  text`,
 	`ALTER TABLE etl.etl_runs ADD COLUMN pipeline_uid text`,
+	// 6: deletes. rows_deleted counts the deletes of committed batches like rows_written
+	// counts the upserts; rows_swept is what a completed Mirror run removed at its end.
+	`ALTER TABLE etl.etl_state ADD COLUMN rows_deleted bigint NOT NULL DEFAULT 0`,
+	`ALTER TABLE etl.etl_runs
+		ADD COLUMN rows_deleted bigint NOT NULL DEFAULT 0,
+		ADD COLUMN rows_swept   bigint NOT NULL DEFAULT 0`,
+	// 8: etl.advance with the deletes' counter; the 12-argument one stays for older runners.
+	`CREATE FUNCTION etl.advance(
+		p_namespace text, p_name text, p_epoch bigint, p_full boolean, p_run_id text, p_generation bigint,
+		p_columns text[], p_checkpoint text[], p_rows_read bigint, p_rows_written bigint, p_batches bigint,
+		p_expected text[], p_rows_deleted bigint)
+	RETURNS void LANGUAGE plpgsql AS $$
+	BEGIN
+		PERFORM etl.advance(p_namespace, p_name, p_epoch, p_full, p_run_id, p_generation, p_columns,
+			p_checkpoint, p_rows_read, p_rows_written, p_batches, p_expected);
+		IF p_rows_deleted <> 0 THEN
+			UPDATE etl.etl_state SET rows_deleted = rows_deleted + p_rows_deleted
+			WHERE namespace = p_namespace AND name = p_name;
+		END IF;
+	END
+	$$`,
 }
 
 // Migrate creates or upgrades the `etl` schema. It is idempotent and safe to run from many

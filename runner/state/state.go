@@ -156,6 +156,7 @@ type Claim struct {
 	// Reset is set when the claim cleared the checkpoints of another identity.
 	Reset                          *Reset
 	RowsRead, RowsWritten, Batches int64
+	RowsDeleted                    int64
 	Incremental                    *Position
 	Full                           *FullPosition
 }
@@ -227,12 +228,13 @@ func (s *Store) Claim(ctx context.Context, run Run) (Claim, error) {
 			claimed_at   = EXCLUDED.claimed_at,
 			rows_read    = CASE WHEN s.run_id = EXCLUDED.run_id THEN s.rows_read ELSE 0 END,
 			rows_written = CASE WHEN s.run_id = EXCLUDED.run_id THEN s.rows_written ELSE 0 END,
-			batches      = CASE WHEN s.run_id = EXCLUDED.run_id THEN s.batches ELSE 0 END
-		RETURNING epoch, rows_read, rows_written, batches,
+			batches      = CASE WHEN s.run_id = EXCLUDED.run_id THEN s.batches ELSE 0 END,
+			rows_deleted = CASE WHEN s.run_id = EXCLUDED.run_id THEN s.rows_deleted ELSE 0 END
+		RETURNING epoch, rows_read, rows_written, batches, rows_deleted,
 			incremental_columns, incremental_checkpoint,
 			full_run_id, full_generation, full_columns, full_checkpoint`,
 		s.p.Namespace, s.p.Name, run.ID, run.Generation, uid, run.Stream, run.Mode == etlv1.ModeFull, run.FullStream,
-	).Scan(&c.Epoch, &c.RowsRead, &c.RowsWritten, &c.Batches,
+	).Scan(&c.Epoch, &c.RowsRead, &c.RowsWritten, &c.Batches, &c.RowsDeleted,
 		&incCols, &incVals, &fullRun, &fullGen, &fullCols, &fullVals)
 	if err != nil {
 		return c, fmt.Errorf("claim pipeline %s: %w", s.p, err)
@@ -247,13 +249,13 @@ func (s *Store) Claim(ctx context.Context, run Run) (Claim, error) {
 	}
 	if _, err := tx.Exec(ctx, `
 		INSERT INTO etl.etl_runs (namespace, name, run_id, epoch, mode, generation, started_at, outcome,
-			rows_read, rows_written, batches, pipeline_uid)
-		VALUES ($1, $2, $3, $4, $5, $6, now(), $7, $8, $9, $10, $11)
+			rows_read, rows_written, batches, pipeline_uid, rows_deleted)
+		VALUES ($1, $2, $3, $4, $5, $6, now(), $7, $8, $9, $10, $11, $12)
 		ON CONFLICT (namespace, name, run_id) DO UPDATE SET
 			epoch = EXCLUDED.epoch, outcome = EXCLUDED.outcome,
 			finished_at = NULL, error_class = NULL, error = NULL`,
 		s.p.Namespace, s.p.Name, run.ID, c.Epoch, string(run.Mode), run.Generation, OutcomeRunning,
-		c.RowsRead, c.RowsWritten, c.Batches, uid); err != nil {
+		c.RowsRead, c.RowsWritten, c.Batches, uid, c.RowsDeleted); err != nil {
 		return c, fmt.Errorf("claim pipeline %s: record run: %w", s.p, err)
 	}
 	if run.History > 0 {
@@ -278,11 +280,11 @@ func (s *Store) Load(ctx context.Context, epoch int64) (Claim, error) {
 	var fullRun *string
 	var fullGen *int64
 	err := s.conn.QueryRow(ctx, `
-		SELECT epoch, rows_read, rows_written, batches,
+		SELECT epoch, rows_read, rows_written, batches, rows_deleted,
 			incremental_columns, incremental_checkpoint,
 			full_run_id, full_generation, full_columns, full_checkpoint
 		FROM etl.etl_state WHERE namespace = $1 AND name = $2`, s.p.Namespace, s.p.Name,
-	).Scan(&c.Epoch, &c.RowsRead, &c.RowsWritten, &c.Batches,
+	).Scan(&c.Epoch, &c.RowsRead, &c.RowsWritten, &c.Batches, &c.RowsDeleted,
 		&incCols, &incVals, &fullRun, &fullGen, &fullCols, &fullVals)
 	if err != nil {
 		return c, fmt.Errorf("load state of pipeline %s: %w", s.p, err)
@@ -312,11 +314,12 @@ type Advance struct {
 	Position *Position
 	// Increments of the run's counters.
 	RowsRead, RowsWritten, Batches int64
+	RowsDeleted                    int64
 }
 
 // advanceSQL calls etl.advance, which raises failure.FencedSQLState when epoch is stale and
 // failure.CheckpointMovedSQLState when the checkpoint is not the expected one.
-const advanceSQL = "SELECT etl.advance($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
+const advanceSQL = "SELECT etl.advance($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
 
 // Statement is a statement with its parameters in text format, for a sink that sends it in the
 // batch's own transaction (sink.TxSink).
@@ -335,7 +338,7 @@ func (s *Store) AdvanceStatement(epoch int64, a Advance, expected []string) Stat
 		text(strconv.FormatBool(a.Mode == etlv1.ModeFull)), text(a.RunID), text(strconv.FormatInt(a.Generation, 10)),
 		nil, nil,
 		text(strconv.FormatInt(a.RowsRead, 10)), text(strconv.FormatInt(a.RowsWritten, 10)), text(strconv.FormatInt(a.Batches, 10)),
-		nil,
+		nil, text(strconv.FormatInt(a.RowsDeleted, 10)),
 	}
 	if expected != nil {
 		params[11] = text(arrayLiteral(expected))
@@ -386,7 +389,8 @@ func (s *Store) Advance(ctx context.Context, epoch int64, a Advance) error {
 // without a report still shows how far it got.
 func (s *Store) Sync(ctx context.Context, epoch int64, runID string) error {
 	_, err := s.conn.Exec(ctx, `
-		UPDATE etl.etl_runs r SET rows_read = s.rows_read, rows_written = s.rows_written, batches = s.batches
+		UPDATE etl.etl_runs r SET rows_read = s.rows_read, rows_written = s.rows_written, batches = s.batches,
+			rows_deleted = s.rows_deleted
 		FROM etl.etl_state s
 		WHERE r.namespace = $1 AND r.name = $2 AND r.run_id = $3
 		  AND s.namespace = r.namespace AND s.name = r.name AND s.run_id = r.run_id AND s.epoch = $4`,
@@ -404,6 +408,8 @@ type End struct {
 	Error      string
 	// ResetFull clears the full-mode checkpoint: a completed full run leaves nothing to resume.
 	ResetFull bool
+	// RowsSwept is what a completed Mirror run removed.
+	RowsSwept int64
 }
 
 // Finish closes the run's etl_runs row with its outcome and final counters. It writes only
@@ -436,11 +442,12 @@ func (s *Store) Finish(ctx context.Context, epoch int64, runID string, end End) 
 	}
 	tag, err := tx.Exec(ctx, `
 		UPDATE etl.etl_runs r SET finished_at = now(), outcome = $5, error_class = $6, error = $7,
-			rows_read = s.rows_read, rows_written = s.rows_written, batches = s.batches
+			rows_read = s.rows_read, rows_written = s.rows_written, batches = s.batches,
+			rows_deleted = s.rows_deleted, rows_swept = $8
 		FROM etl.etl_state s
 		WHERE r.namespace = $1 AND r.name = $2 AND r.run_id = $3
 		  AND s.namespace = r.namespace AND s.name = r.name AND s.run_id = r.run_id AND s.epoch = $4`,
-		s.p.Namespace, s.p.Name, runID, epoch, end.Outcome, class, msg)
+		s.p.Namespace, s.p.Name, runID, epoch, end.Outcome, class, msg, end.RowsSwept)
 	if err != nil {
 		return fmt.Errorf("finish run %s of pipeline %s: %w", runID, s.p, err)
 	}

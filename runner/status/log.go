@@ -33,14 +33,15 @@ func (l *Log) Check(context.Context) (Signal, error) { return Continue, nil }
 
 // Progress implements Reporter.
 func (l *Log) Progress(_ context.Context, p Progress) error {
-	l.log.Info("progress", "rowsRead", p.RowsRead, "rowsWritten", p.RowsWritten, "batches", p.Batches,
+	l.log.Info("progress", "rowsRead", p.RowsRead, "rowsWritten", p.RowsWritten, "rowsDeleted", p.RowsDeleted, "batches", p.Batches,
 		"checkpoint", p.Checkpoint)
 	return nil
 }
 
 // Finish implements Reporter.
 func (l *Log) Finish(_ context.Context, e End) error {
-	attrs := []any{"phase", e.Phase, "rowsRead", e.RowsRead, "rowsWritten", e.RowsWritten, "batches", e.Batches,
+	attrs := []any{"phase", e.Phase, "rowsRead", e.RowsRead, "rowsWritten", e.RowsWritten, "rowsDeleted", e.RowsDeleted,
+		"rowsSwept", e.RowsSwept, "batches", e.Batches,
 		"checkpoint", e.Checkpoint}
 	if e.Phase == etlv1.PhaseFailed {
 		attrs = append(attrs, "errorClass", e.ErrorClass, "message", e.Message)

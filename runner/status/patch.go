@@ -72,8 +72,10 @@ func applyClaim(st *etlv1.ETLPipelineStatus) {
 func applyProgress(st *etlv1.ETLPipelineStatus, p Progress) bool {
 	changed := false
 	r := st.Run
-	if r.RowsRead != p.RowsRead || r.RowsWritten != p.RowsWritten || r.Batches != p.Batches {
+	if r.RowsRead != p.RowsRead || r.RowsWritten != p.RowsWritten || r.Batches != p.Batches ||
+		r.RowsDeleted != p.RowsDeleted || r.RowsSwept != p.RowsSwept {
 		r.RowsRead, r.RowsWritten, r.Batches = p.RowsRead, p.RowsWritten, p.Batches
+		r.RowsDeleted, r.RowsSwept = p.RowsDeleted, p.RowsSwept
 		changed = true
 	}
 	for _, c := range p.Conditions {

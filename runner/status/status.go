@@ -49,6 +49,9 @@ type Claim struct {
 // Progress is the committed state of the run.
 type Progress struct {
 	RowsRead, RowsWritten, Batches int64
+	// RowsDeleted counts the deletes of committed batches; RowsSwept what a Mirror run
+	// removed at its end.
+	RowsDeleted, RowsSwept int64
 	// Checkpoint is the last committed reader position (nil: none committed yet).
 	Checkpoint []string
 	// CheckpointTime is when it was committed.

@@ -459,6 +459,8 @@ type RunEnd struct {
 	Phase       string `json:"phase"`
 	RowsRead    int64  `json:"rowsRead"`
 	RowsWritten int64  `json:"rowsWritten"`
+	RowsDeleted int64  `json:"rowsDeleted,omitempty"`
+	RowsSwept   int64  `json:"rowsSwept,omitempty"`
 	Batches     int64  `json:"batches"`
 }
 

@@ -255,6 +255,8 @@ type output struct {
 	// origin maps output rows to the input rows they came from; nil when row i came from
 	// input row i.
 	origin []int
+	// deletes are the output rows that are a task's sluice.Delete.
+	deletes []int
 }
 
 // valueError is a value of a row that the runner cannot write; row is the output row.
@@ -266,7 +268,7 @@ type valueError struct {
 
 func (e *valueError) Error() string { return fmt.Sprintf("column %q %v", e.col, e.err) }
 
-// result reads a result frame: (rows, origin). Rows are decoded straight into the batch's
+// result reads a result frame: (rows, origin) or (rows, origin, deletes). Rows are decoded straight into the batch's
 // layout: columns in the order they first appear, a value slot per column in every row.
 func (d *decoder) result(out *output, sizeHint int) error {
 	code, err := d.r.byte()
@@ -276,9 +278,11 @@ func (d *decoder) result(out *output, sizeHint int) error {
 	if code&^flagRef != tSmallTuple {
 		return fmt.Errorf("python worker: result is not a tuple (%q)", code)
 	}
-	if n, err := d.r.byte(); err != nil || n != 2 {
+	n, err := d.r.byte()
+	if err != nil || (n != 2 && n != 3) {
 		return fmt.Errorf("python worker: malformed result")
 	}
+	parts := int(n)
 	if code&flagRef != 0 {
 		d.refs = append(d.refs, unsupported("the result"))
 	}
@@ -291,7 +295,7 @@ func (d *decoder) result(out *output, sizeHint int) error {
 	if code&^flagRef != tList {
 		return fmt.Errorf("python worker: rows are not a list (%q)", code)
 	}
-	n, err := d.r.size()
+	rows, err := d.r.size()
 	if err != nil {
 		return err
 	}
@@ -300,9 +304,9 @@ func (d *decoder) result(out *output, sizeHint int) error {
 		colIdx[c] = i
 	}
 	width := max(len(out.cols), sizeHint)
-	slab := make([]any, n*width)
-	out.rows = make([][]any, 0, n)
-	for i := range n {
+	slab := make([]any, rows*width)
+	out.rows = make([][]any, 0, rows)
+	for i := range rows {
 		row := slab[i*width : i*width : (i+1)*width]
 		if row, err = d.row(out, colIdx, row); err != nil {
 			var ve *valueError
@@ -336,6 +340,26 @@ func (d *decoder) result(out *output, sizeHint int) error {
 			}
 			out.origin[i] = int(v)
 		}
+	}
+	if parts < 3 {
+		return nil
+	}
+	// The deletes: the indexes of the rows that are sluice.Delete.
+	deletes, err := d.value()
+	if err != nil {
+		return err
+	}
+	list, ok := deletes.([]any)
+	if !ok {
+		return errors.New("python worker: malformed deletes")
+	}
+	out.deletes = make([]int, len(list))
+	for i, o := range list {
+		v, ok := o.(int64)
+		if !ok || v < 0 || int(v) >= len(out.rows) {
+			return errors.New("python worker: malformed deletes")
+		}
+		out.deletes[i] = int(v)
 	}
 	return nil
 }

@@ -335,9 +335,30 @@ func (s *Stage) result(in *batch.Batch, cols []inColumn, payload []byte) (*batch
 			b.Columns[c] = batch.Column{Name: name, Type: columnType(out.kinds[c], out.rows, c)}
 		}
 	}
+	b.Deleted = out.deleted(in)
 	// The rows now belong to the batch.
 	out.rows = nil
 	return b, nil
+}
+
+// deleted flags the output rows that delete their key: a task's sluice.Delete, and every row
+// made from a reader row that was already a delete (target.deleteWhen).
+func (o *output) deleted(in *batch.Batch) []bool {
+	if len(o.deletes) == 0 && in.Deleted == nil {
+		return nil
+	}
+	flags := make([]bool, len(o.rows))
+	for _, i := range o.deletes {
+		flags[i] = true
+	}
+	if in.Deleted != nil {
+		for i := range flags {
+			if in.Deleted[o.source(i)] {
+				flags[i] = true
+			}
+		}
+	}
+	return flags
 }
 
 // source returns the input row of output row i.

@@ -74,8 +74,36 @@ def _bad_return(name, row, what):
     return _Failure("return", what, name, row)
 
 
-def _run(name, fn, rows, origin):
-    """Applies one task to every row. origin maps rows to reader rows (None: the identity).
+class Delete:
+    """What a transform returns to delete a row's key from the sink: sluice.Delete(row).
+
+    Only the sink key columns of the row matter. A Delete goes to the sink as it is: later
+    tasks do not see it. It is a class of the worker's own, so no other return value can be
+    taken for a delete.
+    """
+
+    __slots__ = ("row",)
+
+    def __init__(self, row):
+        if not isinstance(row, dict):
+            raise TypeError("sluice.Delete takes a dict with the sink key columns, not %s" % type(row).__name__)
+        self.row = row
+
+    def __repr__(self):
+        return "sluice.Delete(%r)" % (self.row,)
+
+
+def _module():
+    """The sluice module the tasks import: import sluice; return sluice.Delete(row)."""
+    import types  # noqa: PLC0415 -- needed only here
+    m = types.ModuleType("sluice", "What Sluice's python tasks may use.")
+    m.Delete = Delete
+    sys.modules["sluice"] = m
+
+
+def _run(name, fn, rows, origin, dels):
+    """Applies one task to every row. origin maps rows to reader rows (None: the identity);
+    dels says rows holds Deletes of an earlier task, which pass through untouched.
 
     The first loop is the hot path: one dict per row, so the output is row for row and the
     origin does not change. The first row that returns anything else moves to the second loop,
@@ -84,18 +112,26 @@ def _run(name, fn, rows, origin):
     out = []
     app = out.append
     x = None
-    try:
-        for r in rows:
-            x = fn(r)
-            if x.__class__ is not dict:
-                break
-            app(x)
-        else:
-            return out, origin
-    except BaseException as e:  # noqa: B036 -- KeyboardInterrupt is the timeout, reported too
-        i = len(out)
-        raise _task_failure(name, i if origin is None else origin[i], e) from None
-    j = len(out)
+    j = 0
+    if not dels:
+        try:
+            for r in rows:
+                x = fn(r)
+                if x.__class__ is not dict:
+                    break
+                app(x)
+            else:
+                return out, origin, False
+        except BaseException as e:  # noqa: B036 -- KeyboardInterrupt is the timeout, reported too
+            i = len(out)
+            raise _task_failure(name, i if origin is None else origin[i], e) from None
+        j = len(out)
+    else:
+        r = rows[0]
+        try:
+            x = r if r.__class__ is Delete else fn(r)
+        except BaseException as e:  # noqa: B036
+            raise _task_failure(name, 0 if origin is None else origin[0], e) from None
     neworigin = list(range(j)) if origin is None else origin[:j]
     oapp = neworigin.append
     n = len(rows)
@@ -106,19 +142,28 @@ def _run(name, fn, rows, origin):
         elif isinstance(x, dict):
             app(x if x.__class__ is dict else dict(x))
             oapp(src)
+        elif x.__class__ is Delete:
+            app(x)
+            oapp(src)
+            dels = True
         elif isinstance(x, (list, tuple)):
             for k, item in enumerate(x):
-                if not isinstance(item, dict):
+                if item.__class__ is Delete:
+                    dels = True
+                elif not isinstance(item, dict):
                     raise _bad_return(name, src, "a list whose item %d is %s, not a dict" % (k, type(item).__name__))
-                app(item if item.__class__ is dict else dict(item))
+                elif item.__class__ is not dict:
+                    item = dict(item)
+                app(item)
                 oapp(src)
         else:
             raise _bad_return(name, src, type(x).__name__)
         j += 1
         if j == n:
-            return out, neworigin
+            return out, neworigin, dels
+        r = rows[j]
         try:
-            x = fn(rows[j])
+            x = r if r.__class__ is Delete else fn(r)
         except BaseException as e:  # noqa: B036
             raise _task_failure(name, j if origin is None else origin[j], e) from None
 
@@ -243,19 +288,29 @@ def _batch(tasks, payload):
     for col, kind in kinds:
         _convert(rows, col, kind)
     origin = None
+    dels = False
     for name, fn in tasks:
-        rows, origin = _run(name, fn, rows, origin)
+        rows, origin, dels = _run(name, fn, rows, origin, dels)
+    result = (rows, origin)
+    if dels:
+        # The indexes of the deletes, which travel as their rows.
+        deletes = []
+        for i, r in enumerate(rows):
+            if r.__class__ is Delete:
+                deletes.append(i)
+                rows[i] = r.row
+        result = (rows, origin, deletes)
     try:
-        return marshal.dumps((rows, origin), _VERSION)
+        return marshal.dumps(result, _VERSION)
     except ValueError:
         pass
     # Decimals, datetimes and other types marshal does not know: convert them.
-    if _decimal_columns(rows):
+    if rows and _decimal_columns(rows):
         try:
-            return marshal.dumps((rows, origin), _VERSION)
+            return marshal.dumps(result, _VERSION)
         except ValueError:
             pass
-    return marshal.dumps((_normalize(rows, origin), origin), _VERSION)
+    return marshal.dumps((_normalize(rows, origin), *result[1:]), _VERSION)
 
 
 def _load(tasks):
@@ -347,6 +402,7 @@ def _main():
     if limit > 0:
         import resource  # noqa: PLC0415 -- Linux only, needed only here
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    _module()
     try:
         tasks = _load(init["tasks"])
     except _Failure as e:
