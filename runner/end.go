@@ -53,7 +53,11 @@ func (e *executor) complete(ctx context.Context, s *session) error {
 	if err := e.flushPending(ctx, s); err != nil {
 		return err
 	}
-	return s.store.Finish(ctx, e.epoch, e.p.RunID, state.End{Outcome: state.OutcomeSucceeded, ResetFull: e.pl.mode == etlv1.ModeFull})
+	if err := e.finishMirror(ctx, s); err != nil {
+		return err
+	}
+	return s.store.Finish(ctx, e.epoch, e.p.RunID, state.End{Outcome: state.OutcomeSucceeded,
+		ResetFull: e.pl.mode == etlv1.ModeFull, RowsSwept: e.rowsSwept})
 }
 
 // finished reports a completed run.

@@ -174,6 +174,8 @@ type executor struct {
 	checkpointTime                 time.Time
 	rowsRead, rowsWritten, batches int64
 	rowsDeleted, rowsSwept         int64
+	// mirrored is set once a Mirror run's sweep or swap is done.
+	mirrored bool
 	// pending accumulates what CheckpointAtEnd has not committed yet.
 	pending state.Advance
 	// horizon is the run's read horizon (Incremental), taken by the first session.

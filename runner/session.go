@@ -192,6 +192,9 @@ func (e *executor) open(ctx context.Context) (_ *session, err error) {
 	}
 	var note string
 	e.after, note = startPosition(pl, e.p.RunID, e.trigger, c)
+	if err = e.beginMirror(ctx, s); err != nil {
+		return nil, err
+	}
 	e.inflight, e.sentAfter = nil, nil
 	e.rowsRead, e.rowsWritten, e.batches = c.RowsRead, c.RowsWritten, c.Batches
 	e.rowsDeleted = c.RowsDeleted

@@ -59,3 +59,32 @@ type RawWriter interface {
 	// WritesRaw reports whether Write and Send accept batches whose Raw is set.
 	WritesRaw() bool
 }
+
+// Mirror is a sink that can leave its target equal to a Full run's output
+// (target.fullSync Mirror). The executor calls BeginMirror on every session of such a run,
+// after Prepare and before the first write, and FinishMirror once the last batch is
+// committed, before the run is recorded as completed.
+type Mirror interface {
+	// BeginMirror starts or continues the run's pass. When run.Resume is set the run
+	// continues a checkpoint: the sink finds what it kept of the pass and returns true, or
+	// returns false when that is gone (a crash of the database emptied it, someone removed
+	// it), and the executor starts the run over with Resume unset.
+	BeginMirror(ctx context.Context, run MirrorRun) (bool, error)
+	// FinishMirror makes the target equal to what the pass wrote and returns the number of
+	// rows (documents) it removed. A refusal (too many deletes) is a business error that
+	// leaves the target as it was.
+	FinishMirror(ctx context.Context) (int64, error)
+}
+
+// MirrorRun describes a Mirror run to its sink.
+type MirrorRun struct {
+	// Pipeline identifies the pipeline (namespace, name and uid) for what the sink keeps of a
+	// pass between sessions.
+	Pipeline string
+	// RunID is the run's id; a new pass's Elasticsearch index is named after it.
+	RunID string
+	// Resume says the run continues a committed checkpoint.
+	Resume bool
+	// MaxDeleteRatio is target.maxDeleteRatio.
+	MaxDeleteRatio float64
+}

@@ -17,7 +17,9 @@ import (
 // shape is the prepared upsert of one batch shape (column names, types and wire formats),
 // made once per connection.
 type shape struct {
-	stmt    string
+	// stmt is the prepared upsert, del the delete of keys, seen the record of a Mirror run's
+	// keys (when the sink mirrors).
+	stmt, del, seen string
 	columns []string
 	keyIdx  []int
 	// elems are the element types of the array parameters: the source type where it can be
@@ -28,6 +30,8 @@ type shape struct {
 	text []bool
 	// encodeAs is, for a decoded value, the type whose encoder renders it.
 	encodeAs []uint32
+	// keys is the shape of the key columns alone, which deletes and the side table take.
+	keys *shape
 }
 
 func binaryFormats(n int) []int16 {
@@ -38,14 +42,99 @@ func binaryFormats(n int) []int16 {
 	return f
 }
 
-// arrays encodes a batch into the upsert's array parameters, the last row of each key only.
-func (s *Sink) arrays(sh *shape, b *batch.Batch) ([][]byte, error) {
+// query is one prepared statement of a batch's write.
+type query struct {
+	stmt   string
+	params [][]byte
+}
+
+// queries returns the statements that write a batch, the last row of each key only: the
+// upsert of the written rows (first, when there are any), the delete of the deleted keys,
+// and the record of the written keys in a Mirror run's side table. upsert reports whether
+// the first is the upsert.
+func (s *Sink) queries(sh *shape, b *batch.Batch) (qs []query, upsert bool, err error) {
+	var keep []int
 	if b.Raw != nil {
-		// pgconn copies parameters into its send buffer, so the arrays serve every batch.
-		s.bufs = rawArrays(b.Raw, s.lastPerKeyRaw(b.Raw, sh.keyIdx), sh.elems, s.bufs)
-		return s.bufs, nil
+		keep = s.lastPerKeyRaw(b.Raw, sh.keyIdx)
+	} else {
+		keep = lastPerKeyIndex(b.Rows, sh.keyIdx)
 	}
-	return s.encodeArrays(sh, lastPerKey(b.Rows, sh.keyIdx))
+	var dels []int
+	if b.Deleted != nil {
+		rows := keep
+		if rows == nil {
+			rows = make([]int, b.Len())
+			for i := range rows {
+				rows[i] = i
+			}
+		}
+		ups := make([]int, 0, len(rows))
+		for _, i := range rows {
+			if b.Deleted[i] {
+				dels = append(dels, i)
+			} else {
+				ups = append(ups, i)
+			}
+		}
+		keep = ups
+	}
+	var params [][]byte
+	if keep == nil || len(keep) > 0 {
+		if b.Raw != nil {
+			// pgconn copies parameters into its send buffer, so the arrays serve every batch.
+			s.bufs = rawArrays(b.Raw, keep, nil, sh.elems, s.bufs)
+			params = s.bufs
+		} else if params, err = s.encodeArrays(sh, rowsAt(b.Rows, keep, nil)); err != nil {
+			return nil, false, err
+		}
+		qs = append(qs, query{stmt: sh.stmt, params: params})
+	}
+	if len(dels) > 0 {
+		var keys [][]byte
+		if b.Raw != nil {
+			keys = rawArrays(b.Raw, dels, sh.keyIdx, sh.keys.elems, nil)
+		} else if keys, err = s.encodeArrays(sh.keys, rowsAt(b.Rows, dels, sh.keyIdx)); err != nil {
+			return nil, false, err
+		}
+		qs = append(qs, query{stmt: sh.del, params: keys})
+	}
+	if sh.seen != "" && params != nil {
+		keys := make([][]byte, len(sh.keyIdx))
+		for k, c := range sh.keyIdx {
+			keys[k] = params[c]
+		}
+		qs = append(qs, query{stmt: sh.seen, params: keys})
+	}
+	return qs, params != nil, nil
+}
+
+// rowsAt returns the rows at the indexes (all when nil), cut to the columns cols (all when
+// nil).
+func rowsAt(rows [][]any, idx, cols []int) [][]any {
+	if idx == nil && cols == nil {
+		return rows
+	}
+	n := len(rows)
+	if idx != nil {
+		n = len(idx)
+	}
+	out := make([][]any, n)
+	for k := range n {
+		i := k
+		if idx != nil {
+			i = idx[k]
+		}
+		r := rows[i]
+		if cols != nil {
+			cut := make([]any, len(cols))
+			for j, c := range cols {
+				cut[j] = r[c]
+			}
+			r = cut
+		}
+		out[k] = r
+	}
+	return out
 }
 
 // shapeFor returns the prepared upsert for a batch shape, preparing it on first use. formats
@@ -112,6 +201,27 @@ func (s *Sink) shapeFor(ctx context.Context, cols []batch.Column, formats []int1
 	sql := upsertSQL(s.target(), sh.columns, arrayTypes, casts, s.key)
 	if _, err := s.conn.PgConn().Prepare(ctx, sh.stmt, sql, arrayOIDs); err != nil {
 		return nil, fmt.Errorf("write to %s: prepare upsert: %w", s.name(), err)
+	}
+	// The key columns' shape, for the delete and the side table, in the order of s.key.
+	k := &shape{columns: s.key}
+	var keyOIDs []uint32
+	var keyTypes, keyCasts []string
+	for _, c := range idx {
+		k.elems = append(k.elems, sh.elems[c])
+		k.text = append(k.text, sh.text[c])
+		k.encodeAs = append(k.encodeAs, sh.encodeAs[c])
+		keyOIDs, keyTypes, keyCasts = append(keyOIDs, arrayOIDs[c]), append(keyTypes, arrayTypes[c]), append(keyCasts, casts[c])
+	}
+	sh.keys = k
+	sh.del = sh.stmt + "_delete"
+	if _, err := s.conn.PgConn().Prepare(ctx, sh.del, deleteSQL(s.target(), s.key, keyTypes, keyCasts), keyOIDs); err != nil {
+		return nil, fmt.Errorf("write to %s: prepare delete: %w", s.name(), err)
+	}
+	if s.side != nil {
+		sh.seen = sh.stmt + "_seen"
+		if _, err := s.conn.PgConn().Prepare(ctx, sh.seen, seenSQL(s.side, s.key, keyTypes, keyCasts), keyOIDs); err != nil {
+			return nil, fmt.Errorf("write to %s: prepare the record of the run's keys: %w", s.name(), err)
+		}
 	}
 	s.shapes[sig] = sh
 	return sh, nil
@@ -197,8 +307,9 @@ func finishArray(a []byte, n int, hasNull bool) {
 }
 
 // rawArrays turns raw rows into one binary array per column. A field of a raw tuple (32-bit
-// length, bytes) is laid out exactly like an array element, so it is copied as is.
-func rawArrays(raw *batch.Raw, keep []int, elems []uint32, reuse [][]byte) [][]byte {
+// length, bytes) is laid out exactly like an array element, so it is copied as is. keep are
+// the rows to take (all when nil), cols the columns (all when nil), elems their element types.
+func rawArrays(raw *batch.Raw, keep, cols []int, elems []uint32, reuse [][]byte) [][]byte {
 	n := raw.Len()
 	if keep != nil {
 		n = len(keep)
@@ -216,6 +327,19 @@ func rawArrays(raw *batch.Raw, keep []int, elems []uint32, reuse [][]byte) [][]b
 		i := k
 		if keep != nil {
 			i = keep[k]
+		}
+		if cols != nil {
+			for j, c := range cols {
+				v := raw.Value(i, c)
+				if v == nil {
+					hasNull[j] = true
+					arrays[j] = binary.BigEndian.AppendUint32(arrays[j], 0xFFFFFFFF)
+					continue
+				}
+				arrays[j] = binary.BigEndian.AppendUint32(arrays[j], uint32(len(v)))
+				arrays[j] = append(arrays[j], v...)
+			}
+			continue
 		}
 		t := raw.Tuple(i)
 		off := 2

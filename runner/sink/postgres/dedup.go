@@ -82,6 +82,19 @@ func (s *Sink) lastPerKeyRaw(raw *batch.Raw, keyIdx []int) []int {
 // CONFLICT cannot touch the same row twice, and the last version is the newest. The common
 // case (no repeats) returns rows unchanged.
 func lastPerKey(rows [][]any, keyIdx []int) [][]any {
+	keep := lastPerKeyIndex(rows, keyIdx)
+	if keep == nil {
+		return rows
+	}
+	out := make([][]any, len(keep))
+	for j, i := range keep {
+		out[j] = rows[i]
+	}
+	return out
+}
+
+// lastPerKeyIndex returns the rows lastPerKey keeps, in order, or nil when no key repeats.
+func lastPerKeyIndex(rows [][]any, keyIdx []int) []int {
 	last := make(map[string]int, len(rows))
 	var buf []byte
 	dups := false
@@ -93,18 +106,14 @@ func lastPerKey(rows [][]any, keyIdx []int) [][]any {
 		last[string(buf)] = i
 	}
 	if !dups {
-		return rows
+		return nil
 	}
 	keep := make([]int, 0, len(last))
 	for _, i := range last {
 		keep = append(keep, i)
 	}
 	sort.Ints(keep)
-	out := make([][]any, len(keep))
-	for j, i := range keep {
-		out[j] = rows[i]
-	}
-	return out
+	return keep
 }
 
 // appendKey renders a row's key so that values Postgres considers equal render equally in

@@ -24,8 +24,8 @@ func (s *Sink) Send(ctx context.Context, b *batch.Batch, stmt sink.Statement) er
 		s.queue = append(s.queue, e)
 		return nil
 	}
-	var params [][]byte
-	var sh *shape
+	var qs []query
+	var upsert bool
 	if b.Len() > 0 {
 		var formats []int16
 		if b.Raw != nil {
@@ -37,11 +37,11 @@ func (s *Sink) Send(ctx context.Context, b *batch.Batch, stmt sink.Statement) er
 				return err
 			}
 		}
-		var err error
-		if sh, err = s.shapeFor(ctx, b.Columns, formats); err != nil {
+		sh, err := s.shapeFor(ctx, b.Columns, formats)
+		if err != nil {
 			return err
 		}
-		if params, err = s.arrays(sh, b); err != nil {
+		if qs, upsert, err = s.queries(sh, b); err != nil {
 			return err
 		}
 	}
@@ -51,15 +51,15 @@ func (s *Sink) Send(ctx context.Context, b *batch.Batch, stmt sink.Statement) er
 	if s.pipe == nil {
 		s.pipe = s.conn.PgConn().StartPipeline(ctx)
 	}
-	if sh != nil {
-		s.pipe.SendQueryPrepared(sh.stmt, params, binaryFormats(len(params)), nil)
+	for _, q := range qs {
+		s.pipe.SendQueryPrepared(q.stmt, q.params, binaryFormats(len(q.params)), nil)
 		e.results++
 	}
 	if stmt.SQL != "" {
 		s.pipe.SendQueryParams(stmt.SQL, stmt.Params, nil, nil, nil)
 		e.results++
 	}
-	e.counted = sh != nil
+	e.counted = upsert
 	if err := s.pipe.Sync(); err != nil {
 		return fmt.Errorf("write to %s: send batch: %w", s.name(), err)
 	}

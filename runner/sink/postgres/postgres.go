@@ -41,6 +41,10 @@ type Sink struct {
 	queue []*sent
 	// bufs are the array parameters, reused from batch to batch.
 	bufs [][]byte
+	// side is the table of the keys a Mirror run wrote (mirror.go), nil when not mirroring.
+	side pgx.Identifier
+	// ratio is target.maxDeleteRatio, which bounds the sweep.
+	ratio float64
 }
 
 var (
@@ -130,7 +134,9 @@ func (s *Sink) Write(ctx context.Context, b *batch.Batch) (int64, error) {
 	return s.write(ctx, b)
 }
 
-// write upserts the batch with one statement, which commits atomically on its own.
+// write upserts the batch with one statement, which commits atomically on its own; with
+// deletes or a Mirror run's side table, its statements go in one batch, which Postgres runs
+// as one implicit transaction.
 func (s *Sink) write(ctx context.Context, b *batch.Batch) (int64, error) {
 	if b.Len() == 0 {
 		return 0, nil
@@ -146,15 +152,31 @@ func (s *Sink) write(ctx context.Context, b *batch.Batch) (int64, error) {
 	if err != nil {
 		return 0, err
 	}
-	params, err := s.arrays(sh, b)
+	qs, upsert, err := s.queries(sh, b)
 	if err != nil {
 		return 0, err
 	}
-	res := s.conn.PgConn().ExecPrepared(ctx, sh.stmt, params, binaryFormats(len(params)), nil).Read()
-	if res.Err != nil {
-		return 0, fmt.Errorf("write to %s: upsert: %w", s.name(), res.Err)
+	if len(qs) == 1 && upsert {
+		q := qs[0]
+		res := s.conn.PgConn().ExecPrepared(ctx, q.stmt, q.params, binaryFormats(len(q.params)), nil).Read()
+		if res.Err != nil {
+			return 0, fmt.Errorf("write to %s: upsert: %w", s.name(), res.Err)
+		}
+		return res.CommandTag.RowsAffected(), nil
 	}
-	return res.CommandTag.RowsAffected(), nil
+	pb := &pgconn.Batch{}
+	for _, q := range qs {
+		pb.ExecPrepared(q.stmt, q.params, binaryFormats(len(q.params)), nil)
+	}
+	results, err := s.conn.PgConn().ExecBatch(ctx, pb).ReadAll()
+	if err != nil {
+		return 0, fmt.Errorf("write to %s: %w", s.name(), err)
+	}
+	var n int64
+	if upsert && len(results) > 0 {
+		n = results[0].CommandTag.RowsAffected()
+	}
+	return n, nil
 }
 
 // WritesRaw implements sink.RawWriter: a column whose source type pgx knows is carried in

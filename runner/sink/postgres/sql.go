@@ -29,20 +29,7 @@ func upsertSQL(target pgx.Identifier, columns, arrayTypes, casts, key []string) 
 	b.WriteString(" (")
 	b.WriteString(strings.Join(ids, ", "))
 	b.WriteString(") SELECT ")
-	for i, t := range arrayTypes {
-		if i > 0 {
-			b.WriteString(", ")
-		}
-		b.WriteString("unnest($")
-		b.WriteString(itoa(i + 1))
-		b.WriteString("::")
-		b.WriteString(t)
-		b.WriteString(")")
-		if casts[i] != "" {
-			b.WriteString("::")
-			b.WriteString(casts[i])
-		}
-	}
+	writeUnnests(&b, arrayTypes, casts, nil)
 	b.WriteString(" ON CONFLICT (")
 	for i, k := range key {
 		if i > 0 {
@@ -75,4 +62,91 @@ func itoa(i int) string {
 		return string(rune('0' + i))
 	}
 	return itoa(i/10) + string(rune('0'+i%10))
+}
+
+// writeUnnests writes the select list that turns array parameters $1, $2, ... into rows:
+// unnest($1::bigint[]), unnest($2::text[])::uuid. names, when set, alias the columns.
+func writeUnnests(b *strings.Builder, arrayTypes, casts, names []string) {
+	for i, t := range arrayTypes {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString("unnest($")
+		b.WriteString(itoa(i + 1))
+		b.WriteString("::")
+		b.WriteString(t)
+		b.WriteString(")")
+		if casts[i] != "" {
+			b.WriteString("::")
+			b.WriteString(casts[i])
+		}
+		if names != nil {
+			b.WriteString(" AS ")
+			b.WriteString(pgx.Identifier{names[i]}.Sanitize())
+		}
+	}
+}
+
+// deleteSQL builds the statement that deletes a batch's keys, one array parameter per key
+// column:
+//
+//	DELETE FROM "analytics"."t" AS sluice_t USING (SELECT unnest($1::bigint[]) AS "id") AS sluice_d
+//	WHERE sluice_t."id" = sluice_d."id"
+//
+// A key that is not in the table deletes nothing, so a replayed delete is a no-op.
+func deleteSQL(target pgx.Identifier, key, arrayTypes, casts []string) string {
+	var b strings.Builder
+	b.WriteString("DELETE FROM ")
+	b.WriteString(target.Sanitize())
+	b.WriteString(" AS sluice_t USING (SELECT ")
+	writeUnnests(&b, arrayTypes, casts, key)
+	b.WriteString(") AS sluice_d WHERE ")
+	for i, k := range key {
+		if i > 0 {
+			b.WriteString(" AND ")
+		}
+		id := pgx.Identifier{k}.Sanitize()
+		b.WriteString("sluice_t." + id + " = sluice_d." + id)
+	}
+	return b.String()
+}
+
+// seenSQL builds the statement that records a Mirror run's keys in its side table:
+//
+//	INSERT INTO "etl"."mirror_x" ("id") SELECT unnest($1::bigint[]) ON CONFLICT DO NOTHING
+func seenSQL(side pgx.Identifier, key, arrayTypes, casts []string) string {
+	ids := make([]string, len(key))
+	for i, k := range key {
+		ids[i] = pgx.Identifier{k}.Sanitize()
+	}
+	var b strings.Builder
+	b.WriteString("INSERT INTO ")
+	b.WriteString(side.Sanitize())
+	b.WriteString(" (" + strings.Join(ids, ", ") + ") SELECT ")
+	writeUnnests(&b, arrayTypes, casts, nil)
+	b.WriteString(" ON CONFLICT DO NOTHING")
+	return b.String()
+}
+
+// sweepSQL builds the statement that deletes every row of the target whose key the Mirror run
+// did not record:
+//
+//	DELETE FROM "analytics"."t" AS sluice_t WHERE NOT EXISTS
+//	(SELECT 1 FROM "etl"."mirror_x" AS sluice_s WHERE sluice_s."id" = sluice_t."id")
+func sweepSQL(target, side pgx.Identifier, key []string) string {
+	var b strings.Builder
+	b.WriteString("DELETE FROM ")
+	b.WriteString(target.Sanitize())
+	b.WriteString(" AS sluice_t WHERE NOT EXISTS (SELECT 1 FROM ")
+	b.WriteString(side.Sanitize())
+	b.WriteString(" AS sluice_s WHERE ")
+	for i, k := range key {
+		if i > 0 {
+			b.WriteString(" AND ")
+		}
+		id := pgx.Identifier{k}.Sanitize()
+		b.WriteString("sluice_s." + id + " = sluice_t." + id)
+	}
+	b.WriteString(")")
+	return b.String()
 }

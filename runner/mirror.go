@@ -1,0 +1,52 @@
+package runner
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/sluice-dev/sluice/runner/failure"
+	"github.com/sluice-dev/sluice/runner/sink"
+)
+
+// A Full run with target.fullSync Mirror leaves the sink equal to its output: the sink keeps
+// what it needs across sessions (the Postgres side table of keys, the Elasticsearch index
+// being built), and the run's completion sweeps or swaps before it is recorded
+// (sink.Mirror).
+
+// beginMirror starts or continues the pass of a Mirror run on a new session. A run that
+// continues a checkpoint whose pass the sink lost starts over from the beginning.
+func (e *executor) beginMirror(ctx context.Context, s *session) error {
+	if !e.pl.mirror || e.mirrored {
+		return nil
+	}
+	m, ok := s.sink.(sink.Mirror)
+	if !ok {
+		return failure.Business(fmt.Errorf("target %s cannot be mirrored (target.fullSync Mirror)", e.pl.spec.Target.Name))
+	}
+	run := sink.MirrorRun{Pipeline: e.p.Pipeline.String() + "/" + e.p.Pipeline.UID, RunID: e.p.RunID,
+		Resume: e.after != nil, MaxDeleteRatio: e.pl.maxDeleteRatio}
+	ok, err := m.BeginMirror(ctx, run)
+	if err != nil || ok {
+		return err
+	}
+	e.log.Warn("the Mirror run's pass is gone from the sink: the full run starts over", "checkpoint", e.after)
+	e.after = nil
+	run.Resume = false
+	_, err = m.BeginMirror(ctx, run)
+	return err
+}
+
+// finishMirror sweeps or swaps once the last batch is committed.
+func (e *executor) finishMirror(ctx context.Context, s *session) error {
+	if !e.pl.mirror || e.mirrored {
+		return nil
+	}
+	swept, err := s.sink.(sink.Mirror).FinishMirror(ctx)
+	if err != nil {
+		return err
+	}
+	// A retry of the run's bookkeeping after this must not look for the pass again.
+	e.rowsSwept, e.mirrored = swept, true
+	e.log.Info("mirror complete", "rowsSwept", swept)
+	return nil
+}

@@ -1,0 +1,153 @@
+package postgres
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/sluice-dev/sluice/runner/failure"
+	"github.com/sluice-dev/sluice/runner/sink"
+)
+
+// A Mirror run (target.fullSync Mirror) records every key it writes in a side table of the
+// sink's database, etl.mirror_<pipeline>, in the same transaction as the batch's upsert. The
+// table survives a crash of the runner and a pause, so a resumed run continues it; it is
+// unlogged (a Mirror run writes every key once more), so a crash of the database server
+// empties it, which BeginMirror detects and answers by starting the run over. Once the last
+// batch is committed, FinishMirror deletes in one transaction every row of the target whose
+// key is not in the side table, unless that is more than maxDeleteRatio of the table, and
+// drops the side table.
+
+var _ sink.Mirror = (*Sink)(nil)
+
+// MirrorTable returns the side table of a pipeline's Mirror runs.
+func MirrorTable(pipeline string) pgx.Identifier {
+	sum := sha256.Sum256([]byte(pipeline))
+	return pgx.Identifier{"etl", "mirror_" + hex.EncodeToString(sum[:12])}
+}
+
+// BeginMirror implements sink.Mirror.
+func (s *Sink) BeginMirror(ctx context.Context, run sink.MirrorRun) (bool, error) {
+	if len(s.shapes) > 0 {
+		return false, fmt.Errorf("write to %s: BeginMirror after the first write", s.name())
+	}
+	side := MirrorTable(run.Pipeline)
+	s.ratio = run.MaxDeleteRatio
+	if run.Resume {
+		var exists, rows bool
+		if err := s.conn.QueryRow(ctx, `SELECT to_regclass($1) IS NOT NULL`, side.Sanitize()).Scan(&exists); err != nil {
+			return false, fmt.Errorf("write to %s: look up the Mirror run's keys: %w", s.name(), err)
+		}
+		if exists {
+			if err := s.conn.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM "+side.Sanitize()+")").Scan(&rows); err != nil {
+				return false, fmt.Errorf("write to %s: look up the Mirror run's keys: %w", s.name(), err)
+			}
+		}
+		if exists && rows {
+			s.side = side
+			return true, nil
+		}
+		return false, nil
+	}
+	keys := make([]string, len(s.key))
+	for i, k := range s.key {
+		keys[i] = pgx.Identifier{k}.Sanitize()
+	}
+	list := strings.Join(keys, ", ")
+	tx, err := s.conn.Begin(ctx)
+	if err != nil {
+		return false, fmt.Errorf("write to %s: %w", s.name(), err)
+	}
+	defer func() { _ = tx.Rollback(ctx) }()
+	for _, stmt := range []string{
+		"CREATE SCHEMA IF NOT EXISTS etl",
+		"DROP TABLE IF EXISTS " + side.Sanitize(),
+		// The key columns with the target's types, and no rows.
+		"CREATE UNLOGGED TABLE " + side.Sanitize() + " AS SELECT " + list + " FROM " + s.target().Sanitize() + " WITH NO DATA",
+		"ALTER TABLE " + side.Sanitize() + " ADD PRIMARY KEY (" + list + ")",
+	} {
+		if _, err := tx.Exec(ctx, stmt); err != nil {
+			err = fmt.Errorf("write to %s: create the table of the Mirror run's keys %s: %w", s.name(), side.Sanitize(), err)
+			if isPrivilege(err) {
+				return false, failure.Business(fmt.Errorf("%w: a Mirror run needs CREATE on the sink database's etl schema (or on the database, to create it)", err))
+			}
+			return false, err
+		}
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return false, fmt.Errorf("write to %s: %w", s.name(), err)
+	}
+	s.side = side
+	return true, nil
+}
+
+// FinishMirror implements sink.Mirror: the sweep.
+func (s *Sink) FinishMirror(ctx context.Context) (int64, error) {
+	if s.side == nil {
+		return 0, fmt.Errorf("write to %s: FinishMirror without BeginMirror", s.name())
+	}
+	if err := s.closePipeline(ctx); err != nil {
+		return 0, err
+	}
+	tx, err := s.conn.Begin(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("sweep %s: %w", s.name(), err)
+	}
+	defer func() { _ = tx.Rollback(ctx) }()
+	var total int64
+	if err := tx.QueryRow(ctx, "SELECT count(*) FROM "+s.target().Sanitize()).Scan(&total); err != nil {
+		return 0, fmt.Errorf("sweep %s: count the rows: %w", s.name(), err)
+	}
+	tag, err := tx.Exec(ctx, sweepSQL(s.target(), s.side, s.key))
+	if err != nil {
+		return 0, fmt.Errorf("sweep %s: %w", s.name(), err)
+	}
+	swept := tag.RowsAffected()
+	if refuseSweep(swept, total, s.ratio) {
+		_ = tx.Rollback(ctx)
+		// The next Full run starts over and makes a new table.
+		_, _ = s.conn.Exec(ctx, "DROP TABLE IF EXISTS "+s.side.Sanitize())
+		return 0, failure.Business(fmt.Errorf("sweep %s: the Full run did not read %d of the table's %d rows (%.1f%%), "+
+			"more than target.maxDeleteRatio %g allows: nothing was deleted. If the source really lost those rows, "+
+			"raise maxDeleteRatio (1 allows any sweep) and run again", s.name(), swept, total, 100*float64(swept)/float64(total), s.ratio))
+	}
+	if _, err := tx.Exec(ctx, "DROP TABLE "+s.side.Sanitize()); err != nil {
+		return 0, fmt.Errorf("sweep %s: drop the table of the run's keys: %w", s.name(), err)
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return 0, fmt.Errorf("sweep %s: commit: %w", s.name(), err)
+	}
+	s.side = nil
+	return swept, nil
+}
+
+// refuseSweep decides whether a sweep of swept rows out of total exceeds ratio.
+func refuseSweep(swept, total int64, ratio float64) bool {
+	if swept == 0 || ratio >= 1 {
+		return false
+	}
+	return float64(swept) > ratio*float64(total)
+}
+
+// ForgetMirror drops the side table a pipeline's unfinished Mirror run left, if any.
+func ForgetMirror(ctx context.Context, conn *pgx.Conn, pipeline string) error {
+	if _, err := conn.Exec(ctx, "DROP TABLE IF EXISTS "+MirrorTable(pipeline).Sanitize()); err != nil {
+		var pgErr interface{ SQLState() string }
+		if errors.As(err, &pgErr) && pgErr.SQLState() == "3F000" { // no etl schema: nothing to drop
+			return nil
+		}
+		return fmt.Errorf("drop the table of the Mirror run's keys: %w", err)
+	}
+	return nil
+}
+
+// isPrivilege reports a missing privilege (insufficient_privilege).
+func isPrivilege(err error) bool {
+	var pgErr interface{ SQLState() string }
+	return errors.As(err, &pgErr) && pgErr.SQLState() == "42501"
+}
