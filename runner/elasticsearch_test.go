@@ -121,10 +121,16 @@ func decodeNumbers(t *testing.T, js []byte) any {
 // else.
 func indexMatchesSource(t *testing.T, src *testDB, ix *esIndex) {
 	t.Helper()
+	indexMatches(t, src, "src", ix)
+}
+
+// indexMatches is indexMatchesSource for the rows of from (src with a WHERE clause).
+func indexMatches(t *testing.T, src *testDB, from string, ix *esIndex) {
+	t.Helper()
 	rows, err := src.conn.Query(context.Background(), `SELECT id::text, json_build_object(
 			'id', id, 'updated_at', to_char(updated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
 			'name', name, 'amount', amount, 'doc', doc)::text
-		FROM src`)
+		FROM `+from)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -56,8 +56,12 @@ func (e *executor) complete(ctx context.Context, s *session) error {
 	if err := e.finishMirror(ctx, s); err != nil {
 		return err
 	}
-	return s.store.Finish(ctx, e.epoch, e.p.RunID, state.End{Outcome: state.OutcomeSucceeded,
-		ResetFull: e.pl.mode == etlv1.ModeFull, RowsSwept: e.rowsSwept})
+	if err := s.store.Finish(ctx, e.epoch, e.p.RunID, state.End{Outcome: state.OutcomeSucceeded,
+		ResetFull: e.pl.mode == etlv1.ModeFull, RowsSwept: e.rowsSwept}); err != nil {
+		return err
+	}
+	e.doneMirror(ctx, s)
+	return nil
 }
 
 // finished reports a completed run.

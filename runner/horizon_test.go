@@ -212,6 +212,14 @@ func TestHorizonNeedsToSeeOtherSessions(t *testing.T) {
 // far out of updated_at order. It returns how many transactions committed.
 func writeLoad(ctx context.Context, t *testing.T, db *testDB, writers, rows int) func() int64 {
 	t.Helper()
+	return writeLoadOf(ctx, t, db, writers, rows, `UPDATE src SET name = $2, amount = $3, doc = jsonb_build_object('w', $4::int)
+		WHERE id = $1`)
+}
+
+// writeLoadOf is writeLoad with its own update of row $1 ($2 a name, $3 an amount, $4 the
+// writer).
+func writeLoadOf(ctx context.Context, t *testing.T, db *testDB, writers, rows int, update string) func() int64 {
+	t.Helper()
 	var wg sync.WaitGroup
 	var commits atomic.Int64
 	errs := make(chan error, writers)
@@ -230,8 +238,7 @@ func writeLoad(ctx context.Context, t *testing.T, db *testDB, writers, rows int)
 				}
 				for i := 0; i < 1+rng.Intn(5); i++ {
 					id := 1 + rng.Intn(rows)
-					if _, err := tx.Exec(bg, `UPDATE src SET name = $2, amount = $3, doc = jsonb_build_object('w', $4::int)
-						WHERE id = $1`, id, fmt.Sprintf("w%d-%d", w, rng.Int63()), rng.Intn(1e6), w); err != nil {
+					if _, err := tx.Exec(bg, update, id, fmt.Sprintf("w%d-%d", w, rng.Int63()), rng.Intn(1e6), w); err != nil {
 						_ = tx.Rollback(bg)
 						errs <- err
 						return
@@ -347,40 +354,53 @@ func TestKilledRunnersUnderConcurrentWritersConverge(t *testing.T) {
 			createTarget(t, dst, "items")
 			cfg := writeConfig(t, testConfig(main, dst))
 			spec := specJSON(t, specOpts{sourceConn: "main", targetConn: dst.name, batch: 2000, attempts: 3, backoff: 200 * time.Millisecond})
-			args := []string{"--config", cfg, "--no-status", "--termination-log", "", "--log-level", "warn"}
-
-			ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-			defer cancel()
-			wait := writeLoad(ctx, t, main, 4, 100000)
-			seed := time.Now().UnixNano() ^ int64(len(tp.name))<<32
-			t.Logf("kill seed %d", seed)
-			rng := rand.New(rand.NewSource(seed))
-			runs, kills, completions := 1, 0, 0
-			for ctx.Err() == nil {
-				p := startRunner(t, bin, runEnv(envOf(main, dst), spec, fmt.Sprintf("run-%d", runs)), args...)
-				select {
-				case <-p.done:
-					if code := p.wait(t, time.Second); code != configv1.ExitOK {
-						t.Fatalf("runner exited %d; its log:\n%s", code, p.log)
-					}
-					completions++
-					runs++ // the next process is a new run; a killed one is carried on
-				case <-time.After(time.Duration(rng.Intn(600)) * time.Millisecond):
-					_ = p.cmd.Process.Kill()
-					<-p.done
-					kills++
-				}
-			}
-			commits := wait()
-			p := startRunner(t, bin, runEnv(envOf(main, dst), spec, fmt.Sprintf("run-%d", runs+1)), args...)
-			if code := p.wait(t, 2*time.Minute); code != configv1.ExitOK {
-				t.Fatalf("last runner exited %d; its log:\n%s", code, p.log)
-			}
-			t.Logf("%d kills and %d completed runs while %d write transactions committed", kills, completions, commits)
-			if kills < 3 {
-				t.Fatalf("only %d kills: the test did not exercise crashes", kills)
-			}
+			killUnderLoad(t, bin, main, envOf(main, dst), spec, cfg, "")
 			sinkMatchesSource(t, main, dst, "items")
 		})
+	}
+}
+
+// killUnderLoad starts runners of spec one after the other for 15 seconds while writers run
+// update (writeLoad's when empty) on db's src, and SIGKILLs each at a random moment, a killed
+// run carried on by a new process as the Job would; then it runs the pipeline once more after
+// the writers stopped.
+func killUnderLoad(t *testing.T, bin string, db *testDB, env map[string]string, spec, cfg, update string) {
+	t.Helper()
+	args := []string{"--config", cfg, "--no-status", "--termination-log", "", "--log-level", "warn"}
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	var wait func() int64
+	if update == "" {
+		wait = writeLoad(ctx, t, db, 4, 100000)
+	} else {
+		wait = writeLoadOf(ctx, t, db, 4, 100000, update)
+	}
+	seed := time.Now().UnixNano() ^ int64(len(t.Name()))<<32
+	t.Logf("kill seed %d", seed)
+	rng := rand.New(rand.NewSource(seed))
+	runs, kills, completions := 1, 0, 0
+	for ctx.Err() == nil {
+		p := startRunner(t, bin, runEnv(env, spec, fmt.Sprintf("run-%d", runs)), args...)
+		select {
+		case <-p.done:
+			if code := p.wait(t, time.Second); code != configv1.ExitOK {
+				t.Fatalf("runner exited %d; its log:\n%s", code, p.log)
+			}
+			completions++
+			runs++ // the next process is a new run; a killed one is carried on
+		case <-time.After(time.Duration(rng.Intn(600)) * time.Millisecond):
+			_ = p.cmd.Process.Kill()
+			<-p.done
+			kills++
+		}
+	}
+	commits := wait()
+	p := startRunner(t, bin, runEnv(env, spec, fmt.Sprintf("run-%d", runs+1)), args...)
+	if code := p.wait(t, 2*time.Minute); code != configv1.ExitOK {
+		t.Fatalf("last runner exited %d; its log:\n%s", code, p.log)
+	}
+	t.Logf("%d kills and %d completed runs while %d write transactions committed", kills, completions, commits)
+	if kills < 3 {
+		t.Fatalf("only %d kills: the test did not exercise crashes", kills)
 	}
 }

@@ -36,6 +36,17 @@ func (e *executor) beginMirror(ctx context.Context, s *session) error {
 	return err
 }
 
+// doneMirror lets the sink remove what it kept of the pass, once the run is recorded; a
+// failure is only logged (the next pass removes it).
+func (e *executor) doneMirror(ctx context.Context, s *session) {
+	if !e.pl.mirror {
+		return
+	}
+	if err := s.sink.(sink.Mirror).DoneMirror(ctx); err != nil {
+		e.log.Warn("cannot remove what the Mirror run kept", "error", e.scrub.scrub(err.Error()))
+	}
+}
+
 // finishMirror sweeps or swaps once the last batch is committed.
 func (e *executor) finishMirror(ctx context.Context, s *session) error {
 	if !e.pl.mirror || e.mirrored {

@@ -72,8 +72,12 @@ type Mirror interface {
 	BeginMirror(ctx context.Context, run MirrorRun) (bool, error)
 	// FinishMirror makes the target equal to what the pass wrote and returns the number of
 	// rows (documents) it removed. A refusal (too many deletes) is a business error that
-	// leaves the target as it was.
+	// leaves the target as it was. A pass that a crashed runner already finished is not
+	// finished again: its count is returned.
 	FinishMirror(ctx context.Context) (int64, error)
+	// DoneMirror removes what the pass kept, once the run is recorded as completed. The
+	// next pass removes anything it leaves.
+	DoneMirror(ctx context.Context) error
 }
 
 // MirrorRun describes a Mirror run to its sink.

@@ -27,6 +27,8 @@ type item struct {
 	id  string
 	doc []byte
 	off int
+	// del makes the item a bulk delete of the _id, which has no body.
+	del bool
 
 	// The result of the latest attempt, set by the bulk indexer's callback. A worker runs the
 	// callback of each item once; Flush orders it before Write reads it.
@@ -72,7 +74,20 @@ func (it *item) reset() {
 	it.errType, it.reason, it.causeType, it.causeReason = "", "", "", ""
 }
 
-func (it *item) succeeded() bool { return it.answered && !it.failed }
+// succeeded reports an item Elasticsearch applied. A delete of a document that is not there
+// (404, a delete replayed after a crash) succeeded too.
+func (it *item) succeeded() bool {
+	return it.answered && (!it.failed || it.del && it.err == nil && it.status == http.StatusNotFound && it.errType == "")
+}
+
+// answer records the result of an item.
+func (it *item) answer(r esutil.BulkIndexerResponseItem, err error, failed bool) {
+	it.answered, it.failed, it.status, it.err = true, failed, r.Status, err
+	if failed {
+		it.errType, it.reason = r.Error.Type, r.Error.Reason
+		it.causeType, it.causeReason = r.Error.Cause.Type, r.Error.Cause.Reason
+	}
+}
 
 // transient reports whether a failed item may succeed when sent again: no answer at all, a
 // request that failed on the way or with a transient HTTP status, or an item answered 429

@@ -116,6 +116,11 @@ func (s *Sink) encode(sh *shape, b *batch.Batch) error {
 		if s.seen[key] != i {
 			continue // a later row has the same _id
 		}
+		if b.IsDeleted(i) {
+			s.items = append(s.items, item{id: key, del: true})
+			ends = append(ends, len(s.body))
+			continue
+		}
 		if s.action == "update" {
 			s.body = append(s.body, `{"doc":`...)
 		}

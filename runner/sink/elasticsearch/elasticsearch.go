@@ -158,6 +158,9 @@ type Sink struct {
 	action   string
 	conflict *int
 	prepared bool
+	// index is where documents go: the target, or the index a Mirror run builds (mirror.go).
+	index  string
+	mirror *mirror
 
 	types  *pgtype.Map
 	shapes map[string]*shape
@@ -202,7 +205,8 @@ func newSink(target Target, conn Connection, opts Options) (*Sink, error) {
 		return nil, failure.Business(fmt.Errorf("target es:%s: no key columns for the document _id", target.Index))
 	}
 	opts.defaults()
-	s := &Sink{target: target, conn: conn.Name, opts: opts, types: pgtype.NewMap(), shapes: map[string]*shape{}, seen: map[string]int{}}
+	s := &Sink{target: target, conn: conn.Name, opts: opts, types: pgtype.NewMap(), shapes: map[string]*shape{}, seen: map[string]int{},
+		index: target.Index}
 	// Values the sink decodes itself decode as the reader's would (json as raw JSON, infinite
 	// dates), so that raw and decoded batches render alike.
 	source.RegisterTypes(s.types)
@@ -238,14 +242,10 @@ func newSink(target Target, conn Connection, opts Options) (*Sink, error) {
 		return nil, fmt.Errorf("target es:%s: bulk indexer: %w", target.Index, err)
 	}
 	s.onSuccess = func(_ context.Context, bi esutil.BulkIndexerItem, r esutil.BulkIndexerResponseItem) {
-		it := bi.Body.(*item)
-		it.answered, it.status = true, r.Status
+		bi.Body.(*item).answer(r, nil, false)
 	}
 	s.onFailure = func(_ context.Context, bi esutil.BulkIndexerItem, r esutil.BulkIndexerResponseItem, err error) {
-		it := bi.Body.(*item)
-		it.answered, it.failed, it.status, it.err = true, true, r.Status, err
-		it.errType, it.reason = r.Error.Type, r.Error.Reason
-		it.causeType, it.causeReason = r.Error.Cause.Type, r.Error.Cause.Reason
+		bi.Body.(*item).answer(r, err, true)
 	}
 	return s, nil
 }
@@ -343,10 +343,21 @@ func (s *Sink) send(ctx context.Context) (int64, error) {
 	for attempt := 0; ; attempt++ {
 		for _, it := range pending {
 			it.reset()
-			err := s.bi.Add(ctx, esutil.BulkIndexerItem{
-				Action: s.action, DocumentID: it.id, Body: it, RetryOnConflict: s.conflict,
+			bi := esutil.BulkIndexerItem{
+				Index: s.index, Action: s.action, DocumentID: it.id, Body: it, RetryOnConflict: s.conflict,
 				OnSuccess: s.onSuccess, OnFailure: s.onFailure,
-			})
+			}
+			if it.del {
+				// A delete has no body, so its callbacks find the item themselves.
+				bi.Action, bi.Body, bi.RetryOnConflict = "delete", nil, nil
+				bi.OnSuccess = func(_ context.Context, _ esutil.BulkIndexerItem, r esutil.BulkIndexerResponseItem) {
+					it.answer(r, nil, false)
+				}
+				bi.OnFailure = func(_ context.Context, _ esutil.BulkIndexerItem, r esutil.BulkIndexerResponseItem, err error) {
+					it.answer(r, err, true)
+				}
+			}
+			err := s.bi.Add(ctx, bi)
 			if err != nil {
 				return 0, fmt.Errorf("write to %s: %w", s.name(), err)
 			}

@@ -20,8 +20,8 @@ type shape struct {
 	// stmt is the prepared upsert, del the delete of keys, seen the record of a Mirror run's
 	// keys (when the sink mirrors).
 	stmt, del, seen string
-	columns []string
-	keyIdx  []int
+	columns         []string
+	keyIdx          []int
 	// elems are the element types of the array parameters: the source type where it can be
 	// carried as is, else the target's, else text.
 	elems []uint32

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 
 	"github.com/jackc/pgx/v5"
@@ -21,7 +22,9 @@ import (
 // empties it, which BeginMirror detects and answers by starting the run over. Once the last
 // batch is committed, FinishMirror deletes in one transaction every row of the target whose
 // key is not in the side table, unless that is more than maxDeleteRatio of the table, and
-// drops the side table.
+// marks the side table swept in the same transaction (its comment), so that a runner
+// replacing one that crashed right after the sweep does not start the run over; DoneMirror
+// drops it once the run is recorded.
 
 var _ sink.Mirror = (*Sink)(nil)
 
@@ -38,10 +41,17 @@ func (s *Sink) BeginMirror(ctx context.Context, run sink.MirrorRun) (bool, error
 	}
 	side := MirrorTable(run.Pipeline)
 	s.ratio = run.MaxDeleteRatio
+	s.swept = nil
 	if run.Resume {
 		var exists, rows bool
-		if err := s.conn.QueryRow(ctx, `SELECT to_regclass($1) IS NOT NULL`, side.Sanitize()).Scan(&exists); err != nil {
+		var comment *string
+		if err := s.conn.QueryRow(ctx, `SELECT to_regclass($1) IS NOT NULL, obj_description(to_regclass($1), 'pg_class')`,
+			side.Sanitize()).Scan(&exists, &comment); err != nil {
 			return false, fmt.Errorf("write to %s: look up the Mirror run's keys: %w", s.name(), err)
+		}
+		if n, ok := sweptMark(comment); exists && ok {
+			s.side, s.swept = side, &n
+			return true, nil
 		}
 		if exists {
 			if err := s.conn.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM "+side.Sanitize()+")").Scan(&rows); err != nil {
@@ -91,6 +101,9 @@ func (s *Sink) FinishMirror(ctx context.Context) (int64, error) {
 	if s.side == nil {
 		return 0, fmt.Errorf("write to %s: FinishMirror without BeginMirror", s.name())
 	}
+	if s.swept != nil {
+		return *s.swept, nil
+	}
 	if err := s.closePipeline(ctx); err != nil {
 		return 0, err
 	}
@@ -116,14 +129,39 @@ func (s *Sink) FinishMirror(ctx context.Context) (int64, error) {
 			"more than target.maxDeleteRatio %g allows: nothing was deleted. If the source really lost those rows, "+
 			"raise maxDeleteRatio (1 allows any sweep) and run again", s.name(), swept, total, 100*float64(swept)/float64(total), s.ratio))
 	}
-	if _, err := tx.Exec(ctx, "DROP TABLE "+s.side.Sanitize()); err != nil {
-		return 0, fmt.Errorf("sweep %s: drop the table of the run's keys: %w", s.name(), err)
+	if _, err := tx.Exec(ctx, "COMMENT ON TABLE "+s.side.Sanitize()+" IS '"+sweptPrefix+strconv.FormatInt(swept, 10)+"'"); err != nil {
+		return 0, fmt.Errorf("sweep %s: mark the table of the run's keys: %w", s.name(), err)
 	}
 	if err := tx.Commit(ctx); err != nil {
 		return 0, fmt.Errorf("sweep %s: commit: %w", s.name(), err)
 	}
-	s.side = nil
+	s.swept = &swept
 	return swept, nil
+}
+
+// DoneMirror implements sink.Mirror: the side table goes.
+func (s *Sink) DoneMirror(ctx context.Context) error {
+	if s.side == nil {
+		return nil
+	}
+	if _, err := s.conn.Exec(ctx, "DROP TABLE IF EXISTS "+s.side.Sanitize()); err != nil {
+		return fmt.Errorf("write to %s: drop the table of the Mirror run's keys: %w", s.name(), err)
+	}
+	s.side, s.swept = nil, nil
+	return nil
+}
+
+// sweptPrefix starts the comment of a side table whose sweep committed, followed by the
+// number of rows swept.
+const sweptPrefix = "sluice: swept "
+
+// sweptMark reads the number of rows swept from a side table's comment.
+func sweptMark(comment *string) (int64, bool) {
+	if comment == nil || !strings.HasPrefix(*comment, sweptPrefix) {
+		return 0, false
+	}
+	n, err := strconv.ParseInt(strings.TrimPrefix(*comment, sweptPrefix), 10, 64)
+	return n, err == nil
 }
 
 // refuseSweep decides whether a sweep of swept rows out of total exceeds ratio.

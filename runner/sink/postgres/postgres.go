@@ -43,8 +43,10 @@ type Sink struct {
 	bufs [][]byte
 	// side is the table of the keys a Mirror run wrote (mirror.go), nil when not mirroring.
 	side pgx.Identifier
-	// ratio is target.maxDeleteRatio, which bounds the sweep.
+	// ratio is target.maxDeleteRatio, which bounds the sweep; swept is set once the sweep
+	// committed.
 	ratio float64
+	swept *int64
 }
 
 var (

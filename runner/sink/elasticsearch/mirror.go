@@ -1,0 +1,403 @@
+package elasticsearch
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"sort"
+	"strings"
+
+	"github.com/sluice-dev/sluice/runner/failure"
+	"github.com/sluice-dev/sluice/runner/sink"
+)
+
+// # Mirror runs: a rebuild behind an alias
+//
+// With target.fullSync Mirror, the target es:<name> is an alias. A Full run writes into a new
+// index <name>-<run id>, which readers of the alias do not see, and once its last batch is
+// committed it moves the alias from the old index to the new one in one _aliases call, then
+// deletes the old index. Readers of the alias see the old index until the swap and the whole
+// new one after it, never a half-built or empty one.
+//
+// The new index takes the matching index template when one matches its name (the template
+// wins, whole: a mapping change in the template takes effect at the next Full run); when none
+// matches, it takes the settings and mappings of the index behind the alias. While it is
+// built its refresh is off; the swap restores the refresh interval and refreshes it first, so
+// that the alias's count right after the swap is the new index's.
+//
+// Sluice marks the indexes it builds in their mapping's _meta (sluice.alias). An index of the
+// alias's naming pattern (<name>-...) that is marked for the alias and not behind it is a
+// rebuild in progress: a resumed run (after a crash or a pause) continues it, a new run
+// deletes it and starts another. The old index is deleted after the swap when it is of the
+// naming pattern; another one (the user's) is only detached from the alias.
+//
+// A target that is a plain index, not an alias, is refused: see the user's guide for the
+// migration (docs/deletes.md).
+
+// metaKey is the key of Sluice's mark in an index mapping's _meta.
+const metaKey = "sluice"
+
+// mirrorMeta is Sluice's mark on an index it builds.
+type mirrorMeta struct {
+	Alias string `json:"alias"`
+	// Refresh is the refresh interval to restore at the swap (nil: the default).
+	Refresh *string `json:"refreshInterval"`
+}
+
+// mirror is the state of a Mirror run's pass.
+type mirror struct {
+	// old is the index behind the alias ("" on the first rebuild), building the new one.
+	old, building string
+	refresh       *string
+}
+
+var _ sink.Mirror = (*Sink)(nil)
+
+// BeginMirror implements sink.Mirror.
+func (s *Sink) BeginMirror(ctx context.Context, run sink.MirrorRun) (bool, error) {
+	alias := s.target.Index
+	behind, err := s.aliasIndexes(ctx, alias)
+	if err != nil {
+		return false, err
+	}
+	switch {
+	case len(behind) > 1:
+		return false, failure.Business(fmt.Errorf("%s: the alias points at %d indexes (%s): a Mirror run replaces exactly one",
+			s.name(), len(behind), strings.Join(behind, ", ")))
+	case len(behind) == 0:
+		code, _, err := s.request(ctx, http.MethodHead, "/"+url.PathEscape(alias), nil)
+		if err != nil {
+			return false, err
+		}
+		if code == http.StatusOK {
+			return false, failure.Business(fmt.Errorf("%s is an index, not an alias: a Mirror run rebuilds the index behind "+
+				"the alias %s and swaps it in. Migrate once: create %s-initial (or clone %s into it), then in one "+
+				"POST /_aliases add the alias %s to %s-initial and remove_index %s (docs/deletes.md)",
+				s.name(), alias, alias, alias, alias, alias, alias))
+		}
+	}
+	m := &mirror{}
+	if len(behind) == 1 {
+		m.old = behind[0]
+	}
+	ours, err := s.ownIndexes(ctx, alias)
+	if err != nil {
+		return false, err
+	}
+	var building []string
+	for name := range ours {
+		if name != m.old {
+			building = append(building, name)
+		}
+	}
+	sort.Strings(building)
+	if run.Resume {
+		if len(building) != 1 {
+			return false, nil
+		}
+		m.building, m.refresh = building[0], ours[building[0]].Refresh
+		s.mirror, s.index = m, m.building
+		return true, nil
+	}
+	// A new pass: rebuilds left by earlier runs go first.
+	for _, name := range building {
+		if err := s.deleteIndex(ctx, name); err != nil {
+			return false, err
+		}
+	}
+	m.building = alias + "-" + strings.ToLower(run.RunID)
+	if m.building == m.old {
+		m.building += "-1"
+	}
+	if err := s.createBuilding(ctx, m); err != nil {
+		return false, err
+	}
+	s.mirror, s.index = m, m.building
+	return true, nil
+}
+
+// createBuilding creates the new index: the matching template's, else the old index's
+// settings and mappings, with refresh off and Sluice's mark.
+func (s *Sink) createBuilding(ctx context.Context, m *mirror) error {
+	settings := map[string]any{}
+	mappings := map[string]any{}
+	code, body, err := s.request(ctx, http.MethodPost, "/_index_template/_simulate_index/"+url.PathEscape(m.building), nil)
+	if err != nil {
+		return err
+	}
+	var sim struct {
+		Template *struct {
+			Settings map[string]any `json:"settings"`
+		} `json:"template"`
+	}
+	if code != http.StatusOK || json.Unmarshal(body, &sim) != nil {
+		return s.mirrorError("simulate the index template of "+m.building, code, body)
+	}
+	switch {
+	case sim.Template != nil:
+		// Elasticsearch applies the template itself; only its refresh interval is needed, to
+		// restore it.
+		m.refresh = refreshOf(sim.Template.Settings)
+	case m.old != "":
+		if settings, mappings, err = s.indexDefinition(ctx, m.old); err != nil {
+			return err
+		}
+		m.refresh = refreshOf(map[string]any{"index": settings})
+		delete(settings, "refresh_interval")
+	}
+	settings["refresh_interval"] = "-1"
+	mappings["_meta"] = map[string]any{metaKey: mirrorMeta{Alias: s.target.Index, Refresh: m.refresh}}
+	req, _ := json.Marshal(map[string]any{"settings": map[string]any{"index": settings}, "mappings": mappings})
+	code, body, err = s.request(ctx, http.MethodPut, "/"+url.PathEscape(m.building), req)
+	if err != nil {
+		return err
+	}
+	if code != http.StatusOK {
+		return s.mirrorError("create the index "+m.building, code, body)
+	}
+	return nil
+}
+
+// refreshOf finds index.refresh_interval in settings, nested or flat.
+func refreshOf(settings map[string]any) *string {
+	if idx, ok := settings["index"].(map[string]any); ok {
+		if v, ok := idx["refresh_interval"].(string); ok {
+			return &v
+		}
+	}
+	if v, ok := settings["index.refresh_interval"].(string); ok {
+		return &v
+	}
+	return nil
+}
+
+// privateSettings are index settings Elasticsearch sets itself or that describe one index's
+// history; the new index does not take them from the old one.
+var privateSettings = []string{
+	"uuid", "creation_date", "provided_name", "version", "history", "resize", "routing.allocation.initial_recovery",
+	"blocks", "verified_before_close", "shrink", "store.snapshot", "lifecycle.indexing_complete", "frozen",
+	"search.throttled", "downsample", "format", "soft_deletes.retention_lease",
+}
+
+// indexDefinition reads an index's settings (without its private ones, flat) and mappings.
+func (s *Sink) indexDefinition(ctx context.Context, index string) (map[string]any, map[string]any, error) {
+	code, body, err := s.request(ctx, http.MethodGet, "/"+url.PathEscape(index)+"?flat_settings=true", nil)
+	if err != nil {
+		return nil, nil, err
+	}
+	var def map[string]struct {
+		Settings map[string]any `json:"settings"`
+		Mappings map[string]any `json:"mappings"`
+	}
+	if code != http.StatusOK || json.Unmarshal(body, &def) != nil {
+		return nil, nil, s.mirrorError("read the definition of "+index, code, body)
+	}
+	d := def[index]
+	settings := map[string]any{}
+	for k, v := range d.Settings {
+		name := strings.TrimPrefix(k, "index.")
+		private := false
+		for _, p := range privateSettings {
+			if name == p || strings.HasPrefix(name, p+".") {
+				private = true
+				break
+			}
+		}
+		if !private {
+			settings[name] = v
+		}
+	}
+	if d.Mappings == nil {
+		d.Mappings = map[string]any{}
+	}
+	return settings, d.Mappings, nil
+}
+
+// FinishMirror implements sink.Mirror: the swap. It returns how many fewer documents the
+// alias shows after it (0 when the new index holds as many or more).
+func (s *Sink) FinishMirror(ctx context.Context) (int64, error) {
+	m := s.mirror
+	if m == nil {
+		return 0, fmt.Errorf("%s: FinishMirror without BeginMirror", s.name())
+	}
+	restore, _ := json.Marshal(map[string]any{"index": map[string]any{"refresh_interval": m.refresh}})
+	if code, body, err := s.request(ctx, http.MethodPut, "/"+url.PathEscape(m.building)+"/_settings", restore); err != nil {
+		return 0, err
+	} else if code != http.StatusOK {
+		return 0, s.mirrorError("restore the refresh interval of "+m.building, code, body)
+	}
+	if code, body, err := s.request(ctx, http.MethodPost, "/"+url.PathEscape(m.building)+"/_refresh", nil); err != nil {
+		return 0, err
+	} else if code != http.StatusOK {
+		return 0, s.mirrorError("refresh "+m.building, code, body)
+	}
+	var before int64
+	if m.old != "" {
+		n, err := s.count(ctx, m.old)
+		if err != nil {
+			return 0, err
+		}
+		before = n
+	}
+	after, err := s.count(ctx, m.building)
+	if err != nil {
+		return 0, err
+	}
+	actions := []map[string]any{{"add": map[string]any{"index": m.building, "alias": s.target.Index}}}
+	if m.old != "" {
+		actions = append([]map[string]any{{"remove": map[string]any{"index": m.old, "alias": s.target.Index}}}, actions...)
+	}
+	swap, _ := json.Marshal(map[string]any{"actions": actions})
+	if code, body, err := s.request(ctx, http.MethodPost, "/_aliases", swap); err != nil {
+		return 0, err
+	} else if code != http.StatusOK {
+		return 0, s.mirrorError("move the alias "+s.target.Index+" to "+m.building, code, body)
+	}
+	s.mirror, s.index = nil, s.target.Index
+	if m.old != "" && strings.HasPrefix(m.old, s.target.Index+"-") {
+		// The swap is done: a failure here leaves an index the next rebuild deletes.
+		if err := s.deleteIndex(ctx, m.old); err != nil {
+			return 0, err
+		}
+	}
+	return max(0, before-after), nil
+}
+
+// aliasIndexes returns the indexes behind an alias (none when there is no such alias).
+func (s *Sink) aliasIndexes(ctx context.Context, alias string) ([]string, error) {
+	code, body, err := s.request(ctx, http.MethodGet, "/_alias/"+url.PathEscape(alias), nil)
+	if err != nil {
+		return nil, err
+	}
+	if code == http.StatusNotFound {
+		return nil, nil
+	}
+	var m map[string]json.RawMessage
+	if code != http.StatusOK || json.Unmarshal(body, &m) != nil {
+		return nil, s.mirrorError("look up the alias "+alias, code, body)
+	}
+	names := make([]string, 0, len(m))
+	for name := range m {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	return names, nil
+}
+
+// ownIndexes returns the indexes of the alias's naming pattern that Sluice built for it, with
+// their mark.
+func (s *Sink) ownIndexes(ctx context.Context, alias string) (map[string]mirrorMeta, error) {
+	code, body, err := s.request(ctx, http.MethodGet, "/"+url.PathEscape(alias+"-*")+"/_mapping?filter_path=*.mappings._meta", nil)
+	if err != nil {
+		return nil, err
+	}
+	var m map[string]struct {
+		Mappings struct {
+			Meta map[string]json.RawMessage `json:"_meta"`
+		} `json:"mappings"`
+	}
+	if code == http.StatusNotFound {
+		return nil, nil
+	}
+	if code != http.StatusOK || json.Unmarshal(body, &m) != nil {
+		return nil, s.mirrorError("list the indexes "+alias+"-*", code, body)
+	}
+	out := map[string]mirrorMeta{}
+	for name, def := range m {
+		var meta mirrorMeta
+		if raw, ok := def.Mappings.Meta[metaKey]; ok && json.Unmarshal(raw, &meta) == nil && meta.Alias == alias {
+			out[name] = meta
+		}
+	}
+	return out, nil
+}
+
+// ForgetMirror deletes the rebuilds in progress that Sluice left for the alias (a deleted
+// pipeline's finalizer).
+func (s *Sink) ForgetMirror(ctx context.Context) error {
+	alias := s.target.Index
+	behind, err := s.aliasIndexes(ctx, alias)
+	if err != nil {
+		return err
+	}
+	ours, err := s.ownIndexes(ctx, alias)
+	if err != nil {
+		return err
+	}
+	for name := range ours {
+		if len(behind) == 1 && behind[0] == name {
+			continue
+		}
+		if err := s.deleteIndex(ctx, name); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (s *Sink) deleteIndex(ctx context.Context, index string) error {
+	code, body, err := s.request(ctx, http.MethodDelete, "/"+url.PathEscape(index), nil)
+	if err != nil {
+		return err
+	}
+	if code != http.StatusOK && code != http.StatusNotFound {
+		return s.mirrorError("delete the index "+index, code, body)
+	}
+	return nil
+}
+
+func (s *Sink) count(ctx context.Context, index string) (int64, error) {
+	code, body, err := s.request(ctx, http.MethodGet, "/"+url.PathEscape(index)+"/_count", nil)
+	if err != nil {
+		return 0, err
+	}
+	var c struct {
+		Count int64 `json:"count"`
+	}
+	if code != http.StatusOK || json.Unmarshal(body, &c) != nil {
+		return 0, s.mirrorError("count "+index, code, body)
+	}
+	return c.Count, nil
+}
+
+// request sends one request of the Mirror run's bookkeeping and reads its answer.
+func (s *Sink) request(ctx context.Context, method, path string, body []byte) (int, []byte, error) {
+	var rd io.Reader
+	if body != nil {
+		rd = bytes.NewReader(body)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, path, rd)
+	if err != nil {
+		return 0, nil, fmt.Errorf("%s: %w", s.name(), err)
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	res, err := s.client.Perform(req)
+	if err != nil {
+		return 0, nil, classifyTransport(fmt.Errorf("%s: %s %s: %w", s.name(), method, path, err))
+	}
+	defer func() { _ = res.Body.Close() }()
+	out, err := io.ReadAll(io.LimitReader(res.Body, 16<<20))
+	if err != nil {
+		return 0, nil, failure.Infra(fmt.Errorf("%s: %s %s: %w", s.name(), method, path, err))
+	}
+	return res.StatusCode, out, nil
+}
+
+// mirrorError classifies a failed request: transient statuses are infrastructure errors.
+func (s *Sink) mirrorError(what string, code int, body []byte) error {
+	herr := newHTTPError(code, body)
+	err := fmt.Errorf("%s: %s: %w", s.name(), what, herr)
+	if herr.transient() {
+		return failure.Infra(err)
+	}
+	return failure.Business(err)
+}
+
+// DoneMirror implements sink.Mirror: the swap already removed the old index.
+func (s *Sink) DoneMirror(context.Context) error { return nil }
