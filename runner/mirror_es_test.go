@@ -1,0 +1,225 @@
+package runner
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	configv1 "github.com/sluice-dev/sluice/api/config/v1alpha1"
+	etlv1 "github.com/sluice-dev/sluice/api/v1alpha1"
+	"github.com/sluice-dev/sluice/runner/status"
+	"github.com/sluice-dev/sluice/test/testenv"
+)
+
+// esAlias is a test's alias and the indexes of its naming pattern, deleted at cleanup.
+func esAlias(t *testing.T) *esIndex {
+	t.Helper()
+	ix := &esIndex{url: testenv.ElasticsearchURL(t), name: testenv.UniqueName("sluice-mirror-")}
+	t.Cleanup(func() {
+		_, _ = ix.do(http.MethodDelete, "/"+ix.name+"-*", "")
+		_, _ = ix.do(http.MethodDelete, "/"+ix.name, "")
+		_, _ = ix.do(http.MethodDelete, "/_index_template/"+ix.name, "")
+	})
+	return ix
+}
+
+// behind returns the indexes behind the alias.
+func (ix *esIndex) behind(t *testing.T) []string {
+	t.Helper()
+	code, out := ix.do(http.MethodGet, "/_alias/"+ix.name, "")
+	if code == http.StatusNotFound {
+		return nil
+	}
+	var m map[string]any
+	if code != http.StatusOK || json.Unmarshal(out, &m) != nil {
+		t.Fatalf("GET _alias/%s: %d %s", ix.name, code, out)
+	}
+	var names []string
+	for n := range m {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}
+
+// pattern returns the indexes of the alias's naming pattern.
+func (ix *esIndex) pattern(t *testing.T) []string {
+	t.Helper()
+	var rows []struct {
+		Index string `json:"index"`
+	}
+	out := ix.must(t, http.MethodGet, "/_cat/indices/"+ix.name+"-*?format=json&h=index", "")
+	if err := json.Unmarshal(out, &rows); err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, r := range rows {
+		names = append(names, r.Index)
+	}
+	sort.Strings(names)
+	return names
+}
+
+// fieldType returns the mapped type of field name in the index behind the alias.
+func (ix *esIndex) fieldType(t *testing.T, field string) string {
+	t.Helper()
+	out := ix.must(t, http.MethodGet, "/"+ix.name+"/_mapping/field/"+field, "")
+	var m map[string]struct {
+		Mappings map[string]struct {
+			Mapping map[string]struct {
+				Type string `json:"type"`
+			} `json:"mapping"`
+		} `json:"mappings"`
+	}
+	if err := json.Unmarshal(out, &m); err != nil {
+		t.Fatal(err)
+	}
+	for _, idx := range m {
+		return idx.Mappings[field].Mapping[field].Type
+	}
+	return ""
+}
+
+// countPoller reads the alias's _count every 100 ms and keeps what it saw.
+type countPoller struct {
+	mu     sync.Mutex
+	counts []int64
+	bad    []string
+}
+
+func pollCount(ctx context.Context, ix *esIndex) (*countPoller, chan struct{}) {
+	p := &countPoller{}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for ctx.Err() == nil {
+			code, out := ix.do(http.MethodGet, "/"+ix.name+"/_count", "")
+			var c struct {
+				Count int64 `json:"count"`
+			}
+			p.mu.Lock()
+			if code != http.StatusOK || json.Unmarshal(out, &c) != nil {
+				p.bad = append(p.bad, string(out))
+			} else if len(p.counts) == 0 || p.counts[len(p.counts)-1] != c.Count {
+				p.counts = append(p.counts, c.Count)
+			}
+			p.mu.Unlock()
+			time.Sleep(100 * time.Millisecond)
+		}
+	}()
+	return p, done
+}
+
+// TestMirrorRebuildsBehindTheAlias rebuilds an alias's index with Full Mirror runs: readers of
+// the alias see the old index until the swap and the whole new one after it, a template's
+// mapping change takes effect through one run, old indexes go, a paused rebuild resumes into
+// its own index and a new run discards an abandoned one. A plain index and an alias on two
+// indexes are refused before anything is written.
+func TestMirrorRebuildsBehindTheAlias(t *testing.T) {
+	db := newTestDB(t, "main")
+	createSource(t, db, 30000)
+	ix := esAlias(t)
+	template := func(nameType string) {
+		ix.must(t, http.MethodPut, "/_index_template/"+ix.name, `{"index_patterns":["`+ix.name+`-*"],"priority":500,
+			"template":{"settings":{"number_of_shards":1,"number_of_replicas":0},
+			"mappings":{"properties":{"name":{"type":"`+nameType+`"},"doc":{"properties":{"big":{"type":"keyword"}}}}}}}`)
+	}
+	template("keyword")
+	spec := withTarget(t, esSpec(t, specOpts{mode: etlv1.ModeFull, sourceConn: "main", target: "es:" + ix.name, batch: 1000},
+		etlv1.ActionIndex), mirror)
+	r := &inProcess{cfg: esConfig(ix.url, db, ix.name), env: envOf(db), spec: spec}
+	run := func(id string, rep *fakeReporter) Result {
+		t.Helper()
+		r.rep, r.runID = rep, id
+		return r.run(t)
+	}
+
+	requireOutcome(t, run("run-1", nil), OutcomeIdle, configv1.ExitOK)
+	if got := ix.behind(t); len(got) != 1 || got[0] != ix.name+"-run-1" {
+		t.Fatalf("after the first rebuild the alias points at %v", got)
+	}
+	indexMatches(t, db, "src", ix)
+	if typ := ix.fieldType(t, "name"); typ != "keyword" {
+		t.Fatalf("name is mapped %q, the template says keyword", typ)
+	}
+
+	// A mapping change and deleted rows, rebuilt while a reader polls the alias.
+	template("text")
+	db.exec(t, `DELETE FROM src WHERE id % 30 = 0`)
+	ctx, cancel := context.WithCancel(context.Background())
+	poll, polled := pollCount(ctx, ix)
+	time.Sleep(300 * time.Millisecond)
+	res := run("run-2", nil)
+	time.Sleep(300 * time.Millisecond)
+	cancel()
+	<-polled
+	requireOutcome(t, res, OutcomeIdle, configv1.ExitOK)
+	if len(poll.bad) > 0 || len(poll.counts) != 2 || poll.counts[0] != 30000 || poll.counts[1] != 29000 {
+		t.Fatalf("the alias's _count went %v (failed reads: %v), want 30000 then 29000", poll.counts, poll.bad)
+	}
+	if end := r.rep.lastEnd(t); end.RowsSwept != 1000 {
+		t.Fatalf("the rebuild reported %d rows swept, want 1000", end.RowsSwept)
+	}
+	indexMatches(t, db, "src", ix)
+	if typ := ix.fieldType(t, "name"); typ != "text" {
+		t.Fatalf("name is mapped %q after the rebuild, the template says text", typ)
+	}
+	if got := ix.pattern(t); len(got) != 1 || got[0] != ix.name+"-run-2" {
+		t.Fatalf("indexes left after the swap: %v", got)
+	}
+
+	// A paused rebuild leaves the alias where it was; a new run discards it; a resumed one
+	// continues into its own index.
+	r.opts.CheckInterval = time.Nanosecond
+	pause := func(trigger etlv1.RunTrigger) *fakeReporter {
+		return &fakeReporter{trigger: trigger, signal: func(n int) status.Signal {
+			if n >= 6 {
+				return status.Pause
+			}
+			return status.Continue
+		}}
+	}
+	requireOutcome(t, run("run-3", pause("")), OutcomePaused, configv1.ExitOK)
+	if got := ix.behind(t); len(got) != 1 || got[0] != ix.name+"-run-2" {
+		t.Fatalf("a paused rebuild moved the alias to %v", got)
+	}
+	requireOutcome(t, run("run-4", pause("")), OutcomePaused, configv1.ExitOK)
+	if got := ix.pattern(t); strings.Join(got, ",") != ix.name+"-run-2,"+ix.name+"-run-4" {
+		t.Fatalf("a new rebuild left %v, want the alias's index and its own", got)
+	}
+	r.opts.CheckInterval = 0
+	requireOutcome(t, run("run-5", &fakeReporter{trigger: etlv1.TriggerResume}), OutcomeIdle, configv1.ExitOK)
+	if got := ix.behind(t); len(got) != 1 || got[0] != ix.name+"-run-4" {
+		t.Fatalf("the resumed rebuild put the alias on %v, want the paused run's index", got)
+	}
+	if got := ix.pattern(t); len(got) != 1 {
+		t.Fatalf("indexes left after the resumed rebuild: %v", got)
+	}
+	indexMatches(t, db, "src", ix)
+
+	// Refusals, before anything is written.
+	plain := newESIndex(t, srcMappings)
+	r.cfg = esConfig(ix.url, db, ix.name, plain.name)
+	r.spec = withTarget(t, esSpec(t, specOpts{mode: etlv1.ModeFull, sourceConn: "main", target: "es:" + plain.name},
+		etlv1.ActionIndex), mirror)
+	res = run("run-6", nil)
+	requireOutcome(t, res, OutcomeFailed, configv1.ExitBusiness)
+	if !strings.Contains(res.Message, "is an index, not an alias") {
+		t.Fatalf("a plain index target failed with %q", res.Message)
+	}
+	ix.must(t, http.MethodPost, "/_aliases", `{"actions":[{"add":{"index":"`+plain.name+`","alias":"`+ix.name+`"}}]}`)
+	r.spec = spec
+	res = run("run-7", nil)
+	requireOutcome(t, res, OutcomeFailed, configv1.ExitBusiness)
+	if !strings.Contains(res.Message, "the alias points at 2 indexes") {
+		t.Fatalf("an alias on two indexes failed with %q", res.Message)
+	}
+	if n := len(plain.docs(t)); n != 0 {
+		t.Fatalf("%d documents written before the refusals", n)
+	}
+}
