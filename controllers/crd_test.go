@@ -80,7 +80,30 @@ var _ = Describe("ETLPipeline admission", func() {
 			s.Mode = etlv1.ModeFull
 			s.Source.Cursor.Lag = &metav1.Duration{Duration: time.Minute}
 		}, "spec.source.cursor.lag"),
+		Entry("a soft-delete marker that is a key column", legacySpec, func(s *etlv1.ETLPipelineSpec) {
+			s.Target.DeleteWhen = &etlv1.DeleteWhenSpec{Column: s.Source.Cursor.KeyColumns[0]}
+		}, "spec.target.deleteWhen.column"),
+		Entry("a soft-delete marker that is the cursor", legacySpec, func(s *etlv1.ETLPipelineSpec) {
+			s.Target.DeleteWhen = &etlv1.DeleteWhenSpec{Column: s.Source.Cursor.Column}
+		}, "spec.target.deleteWhen.column"),
+		Entry("an unknown fullSync", legacySpec, func(s *etlv1.ETLPipelineSpec) { s.Target.FullSync = "Replace" }, "spec.target.fullSync"),
+		Entry("a delete ratio above 1", legacySpec, func(s *etlv1.ETLPipelineSpec) {
+			r := 1.5
+			s.Target.MaxDeleteRatio = &r
+		}, "spec.target.maxDeleteRatio"),
 	)
+
+	It("defaults fullSync to Upsert and maxDeleteRatio to 0.5, and takes a Mirror pipeline with a soft-delete marker", func() {
+		spec := legacySpec()
+		p := &etlv1.ETLPipeline{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "defaults"}, Spec: spec}
+		Expect(k8sClient.Create(ctx, p, client.DryRunAll)).To(Succeed())
+		Expect(p.Spec.Target.FullSync).To(Equal(etlv1.FullSyncUpsert))
+		Expect(p.Spec.Target.MaxDeleteRatio).To(HaveValue(Equal(0.5)))
+		spec.Mode = etlv1.ModeFull
+		spec.Target.FullSync = etlv1.FullSyncMirror
+		spec.Target.DeleteWhen = &etlv1.DeleteWhenSpec{Column: "deleted_at"}
+		Expect(create(spec)).To(Succeed())
+	})
 
 	It("accepts a cursor lag on an Incremental pipeline", func() {
 		spec := legacySpec()

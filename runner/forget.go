@@ -10,6 +10,7 @@ import (
 	configv1 "github.com/sluice-dev/sluice/api/config/v1alpha1"
 	etlv1 "github.com/sluice-dev/sluice/api/v1alpha1"
 	"github.com/sluice-dev/sluice/runner/failure"
+	"github.com/sluice-dev/sluice/runner/sink/postgres"
 	"github.com/sluice-dev/sluice/runner/state"
 )
 
@@ -72,5 +73,11 @@ func forget(ctx context.Context, p ForgetParams) (int64, error) {
 	if err := store.Lock(ctx, wait, nil); err != nil {
 		return 0, err
 	}
-	return store.Forget(ctx)
+	n, err := store.Forget(ctx)
+	if err != nil {
+		return n, err
+	}
+	// An unfinished Mirror run's side table, when the sink is the state database. The Job
+	// has no credentials of another sink database: a side table there stays (docs/deletes.md).
+	return n, postgres.ForgetMirror(ctx, conn, mirrorID(p.Pipeline))
 }

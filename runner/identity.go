@@ -31,12 +31,24 @@ func streamFingerprint(spec *etlv1.ETLPipelineSpec) string {
 // the transforms. A paused Full run resumes from its checkpoint only while it is unchanged:
 // rows written before the pause must be the rows the rest of the run would have written.
 func fullFingerprint(spec *etlv1.ETLPipelineSpec) string {
+	// The soft-delete marker and Mirror change what the rows written so far mean; empty, they
+	// leave the fingerprint of an older spec as it was.
+	var marker string
+	if spec.Target.DeleteWhen != nil {
+		marker = spec.Target.DeleteWhen.Column
+	}
+	sync := spec.Target.FullSync
+	if sync == etlv1.FullSyncUpsert {
+		sync = ""
+	}
 	return fingerprint(struct {
-		Stream string
-		Query  string
-		Tasks  []etlv1.Task
-		Action etlv1.ElasticsearchAction
-	}{streamFingerprint(spec), spec.ReaderSQL(), spec.Tasks, spec.Target.Action})
+		Stream     string
+		Query      string
+		Tasks      []etlv1.Task
+		Action     etlv1.ElasticsearchAction
+		DeleteWhen string         `json:",omitempty"`
+		FullSync   etlv1.FullSync `json:",omitempty"`
+	}{streamFingerprint(spec), spec.ReaderSQL(), spec.Tasks, spec.Target.Action, marker, sync})
 }
 
 func fingerprint(v any) string {

@@ -3,9 +3,11 @@ package runner
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/sluice-dev/sluice/runner/failure"
 	"github.com/sluice-dev/sluice/runner/sink"
+	"github.com/sluice-dev/sluice/runner/state"
 )
 
 // A Full run with target.fullSync Mirror leaves the sink equal to its output: the sink keeps
@@ -23,7 +25,7 @@ func (e *executor) beginMirror(ctx context.Context, s *session) error {
 	if !ok {
 		return failure.Business(fmt.Errorf("target %s cannot be mirrored (target.fullSync Mirror)", e.pl.spec.Target.Name))
 	}
-	run := sink.MirrorRun{Pipeline: e.p.Pipeline.String() + "/" + e.p.Pipeline.UID, RunID: e.p.RunID,
+	run := sink.MirrorRun{Pipeline: mirrorID(e.p.Pipeline), RunID: e.p.RunID,
 		Resume: e.after != nil, MaxDeleteRatio: e.pl.maxDeleteRatio}
 	ok, err := m.BeginMirror(ctx, run)
 	if err != nil || ok {
@@ -35,6 +37,9 @@ func (e *executor) beginMirror(ctx context.Context, s *session) error {
 	_, err = m.BeginMirror(ctx, run)
 	return err
 }
+
+// mirrorID names what a pipeline's Mirror runs keep in a sink: the pipeline, uid included.
+func mirrorID(p state.Pipeline) string { return p.String() + "/" + p.UID }
 
 // doneMirror lets the sink remove what it kept of the pass, once the run is recorded; a
 // failure is only logged (the next pass removes it).
@@ -52,12 +57,13 @@ func (e *executor) finishMirror(ctx context.Context, s *session) error {
 	if !e.pl.mirror || e.mirrored {
 		return nil
 	}
+	start := time.Now()
 	swept, err := s.sink.(sink.Mirror).FinishMirror(ctx)
 	if err != nil {
 		return err
 	}
 	// A retry of the run's bookkeeping after this must not look for the pass again.
 	e.rowsSwept, e.mirrored = swept, true
-	e.log.Info("mirror complete", "rowsSwept", swept)
+	e.log.Info("mirror complete", "rowsSwept", swept, "seconds", time.Since(start).Seconds())
 	return nil
 }

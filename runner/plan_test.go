@@ -227,6 +227,12 @@ func TestStreamFingerprints(t *testing.T) {
 		{"the target", func(s *etlv1.ETLPipelineSpec) { s.Target.Name = "analytics.other" }, false, false},
 		{"the target connection", func(s *etlv1.ETLPipelineSpec) { s.Target.Connection = "dw" }, false, false},
 		{"the sink key", func(s *etlv1.ETLPipelineSpec) { s.Target.Key = []string{"code"} }, false, false},
+		{"fullSync Upsert said out loud", func(s *etlv1.ETLPipelineSpec) { s.Target.FullSync = etlv1.FullSyncUpsert }, true, true},
+		{"the delete ratio", func(s *etlv1.ETLPipelineSpec) { r := 0.9; s.Target.MaxDeleteRatio = &r }, true, true},
+		{"Mirror", func(s *etlv1.ETLPipelineSpec) { s.Target.FullSync = etlv1.FullSyncMirror }, true, false},
+		{"a soft-delete marker", func(s *etlv1.ETLPipelineSpec) {
+			s.Target.DeleteWhen = &etlv1.DeleteWhenSpec{Column: "deleted_at"}
+		}, true, false},
 	}
 	a := base()
 	for _, tc := range cases {

@@ -51,6 +51,7 @@ const (
 // +kubebuilder:validation:XValidation:rule="has(self.tasks) || has(self.source.query)",message="one of source.query (legacy mode) or tasks (tasks mode) is required",fieldPath=".source.query"
 // +kubebuilder:validation:XValidation:rule="!has(self.target.action) || self.target.name.startsWith('es:')",message="target.action applies only to an Elasticsearch target (es:<index>)",fieldPath=".target.action"
 // +kubebuilder:validation:XValidation:rule="self.mode == 'Incremental' || !has(self.source.cursor.lag)",message="source.cursor.lag applies only to Incremental mode: a Full run reads the whole source",fieldPath=".source.cursor.lag"
+// +kubebuilder:validation:XValidation:rule="!has(self.target.deleteWhen) || (!(self.target.deleteWhen.column in self.source.cursor.keyColumns) && (!has(self.source.cursor.column) || self.target.deleteWhen.column != self.source.cursor.column) && (!has(self.target.key) || !(self.target.deleteWhen.column in self.target.key)))",message="target.deleteWhen.column must be a column of its own, not the cursor or a key column",fieldPath=".target.deleteWhen.column"
 type ETLPipelineSpec struct {
 	// DesiredState is Running (runs may start) or Paused (a run stops between batches, none
 	// starts). Patch it to pause and resume.

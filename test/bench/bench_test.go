@@ -112,6 +112,8 @@ func (e *env) exec(sql string, args ...any) {
 type runResult struct {
 	wall   time.Duration
 	maxRSS int64 // bytes
+	// log is what the runner wrote.
+	log string
 }
 
 func (e *env) runner(mode, query, runID string, extra ...string) runResult {
@@ -146,7 +148,7 @@ func (e *env) runSpec(spec map[string]any, runID string, extra ...string) runRes
 	if ru != nil {
 		rss = ru.Maxrss * 1024 // Linux reports kilobytes
 	}
-	return runResult{wall: wall, maxRSS: rss}
+	return runResult{wall: wall, maxRSS: rss, log: out.String()}
 }
 
 func (e *env) timed(sql string) time.Duration {

@@ -86,6 +86,9 @@ func BenchmarkElasticsearch(b *testing.B) {
 			record("sink "+string(action), sink.wall)
 			record("raw "+string(action), base)
 		}
+		m := es.runMirror(round)
+		b.Logf("round %d Mirror: runner %s (%.0f docs/s, peak RSS %.1f MiB)", round, m.wall, rate(m.wall), mib(m.maxRSS))
+		record("sink Mirror", m.wall)
 	}
 	// The names stay those of the million-row figures whatever esRows is; the log says how
 	// many rows moved.
@@ -93,6 +96,7 @@ func BenchmarkElasticsearch(b *testing.B) {
 	report("es_upsert_1m", rate(best["sink Update"]), rate(best["raw Update"]), "docs/s")
 	report("es_index_1m", rate(best["sink Index"]), rate(best["raw Index"]), "docs/s")
 	report("es_update_vs_index", rate(best["sink Update"]), rate(best["sink Index"]), "docs/s")
+	report("es_mirror_1m", rate(best["sink Mirror"]), rate(best["sink Index"]), "docs/s")
 }
 
 func (es *esBench) writeConfig() {
@@ -102,7 +106,7 @@ func (es *esBench) writeConfig() {
 		StateConnection: "main",
 		Postgres:        []configv1.PostgresConnection{{Name: "main", DSNSecret: configv1.SecretKeyRef{Name: "main", Key: "dsn"}}},
 		Elasticsearch:   []configv1.ElasticsearchConnection{{Name: "search", URLs: []string{es.url}}},
-		AllowedTargets:  configv1.AllowedTargets{ElasticsearchIndexes: []string{es.index}},
+		AllowedTargets:  configv1.AllowedTargets{ElasticsearchIndexes: []string{es.index, es.alias()}},
 	}
 	data, _ := json.Marshal(cfg)
 	es.cfg = filepath.Join(es.b.TempDir(), "config-es.json")
@@ -244,18 +248,97 @@ func (es *esBench) bulk(body []byte) error {
 func (es *esBench) runSink(action etlv1.ElasticsearchAction, runID string) runResult {
 	es.b.Helper()
 	es.fresh()
-	spec := map[string]any{
+	r := es.run(es.spec(es.index, action, ""), "es-"+strings.ToLower(string(action)), runID)
+	es.count()
+	if action == etlv1.ActionIndex {
+		es.sameDocuments()
+	}
+	return r
+}
+
+func (es *esBench) spec(index string, action etlv1.ElasticsearchAction, fullSync string) map[string]any {
+	target := map[string]any{"name": "es:" + index, "action": action}
+	if fullSync != "" {
+		target["fullSync"] = fullSync
+	}
+	return map[string]any{
 		"mode": "Full",
 		"source": map[string]any{"connection": "main", "query": fmt.Sprintf("SELECT * FROM src WHERE id <= %d", es.rows),
 			"cursor": map[string]any{"column": "updated_at", "keyColumns": []string{"id"}}},
-		"target":    map[string]any{"name": "es:" + es.index, "action": action},
+		"target":    target,
 		"batchSize": batchSize,
 	}
+}
+
+// alias is the alias of the Mirror rebuilds.
+func (es *esBench) alias() string { return es.index + "-alias" }
+
+// runMirror times a Full Mirror rebuild of the alias with the Index action, its new index made
+// from a template with the settings fresh gives the plain index. From the second round on, a
+// reader polls the alias's _count every 100 ms during the rebuild: it must always see every
+// document, the old index's until the swap and the new one's after it.
+func (es *esBench) runMirror(round int) runResult {
+	es.b.Helper()
+	alias := es.alias()
+	if round == 0 {
+		es.request(http.MethodPut, "/_index_template/"+alias, `{"index_patterns":["`+alias+`-*"],"priority":500,
+			"template":{"settings":{"number_of_shards":1,"number_of_replicas":0}}}`)
+		es.b.Cleanup(func() {
+			es.request(http.MethodDelete, "/"+alias+"-*", "")
+			es.request(http.MethodDelete, "/_index_template/"+alias, "")
+		})
+	}
+	var seen []string
+	stop, polled := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(polled)
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(100 * time.Millisecond):
+			}
+			if round == 0 {
+				continue
+			}
+			var c struct{ Count int }
+			req, _ := http.NewRequestWithContext(context.Background(), http.MethodGet, es.url+"/"+alias+"/_count", nil)
+			res, err := http.DefaultClient.Do(req)
+			if err != nil {
+				seen = append(seen, err.Error())
+				continue
+			}
+			out, _ := io.ReadAll(res.Body)
+			_ = res.Body.Close()
+			if res.StatusCode != http.StatusOK || json.Unmarshal(out, &c) != nil || c.Count != es.rows {
+				seen = append(seen, fmt.Sprintf("%d %.200s", res.StatusCode, out))
+			}
+		}
+	}()
+	r := es.run(es.spec(alias, etlv1.ActionIndex, "Mirror"), "es-mirror", fmt.Sprintf("mirror-%d", round))
+	close(stop)
+	<-polled
+	if len(seen) > 0 {
+		es.b.Fatalf("during the rebuild a reader of the alias saw %d wrong answers, the first: %s", len(seen), seen[0])
+	}
+	var c struct{ Count int }
+	if err := json.Unmarshal(es.request(http.MethodGet, "/"+alias+"/_count", ""), &c); err != nil || c.Count != es.rows {
+		es.b.Fatalf("after the swap the alias counts %d documents, want %d (%v)", c.Count, es.rows, err)
+	}
+	var indexes []struct{ Index string }
+	if err := json.Unmarshal(es.request(http.MethodGet, "/_cat/indices/"+alias+"-*?format=json&h=index", ""), &indexes); err != nil || len(indexes) != 1 {
+		es.b.Fatalf("indexes of the alias after the swap: %+v (%v)", indexes, err)
+	}
+	return r
+}
+
+// run times one run of `sluice runner`.
+func (es *esBench) run(spec map[string]any, pipeline, runID string) runResult {
 	js, _ := json.Marshal(spec)
 	cmd := exec.Command(es.bin, "runner", "--config", es.cfg, "--no-status", "--termination-log", "", "--log-level", "warn")
 	cmd.Env = append(os.Environ(),
 		configv1.PostgresDSNEnv("main")+"="+es.dsn,
-		configv1.EnvPipelineNamespace+"=bench", configv1.EnvPipelineName+"=es-"+strings.ToLower(string(action)),
+		configv1.EnvPipelineNamespace+"=bench", configv1.EnvPipelineName+"="+pipeline,
 		configv1.EnvRunID+"="+runID, configv1.EnvSpec+"="+string(js), configv1.EnvGeneration+"=1")
 	var out strings.Builder
 	cmd.Stdout, cmd.Stderr = &out, &out
@@ -269,10 +352,6 @@ func (es *esBench) runSink(action etlv1.ElasticsearchAction, runID string) runRe
 	}
 	r := runResult{wall: time.Since(start), maxRSS: peak()}
 	es.b.Logf("runner %s: CPU user %s, system %s", runID, cmd.ProcessState.UserTime(), cmd.ProcessState.SystemTime())
-	es.count()
-	if action == etlv1.ActionIndex {
-		es.sameDocuments()
-	}
 	return r
 }
 

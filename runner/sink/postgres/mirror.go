@@ -77,9 +77,11 @@ func (s *Sink) BeginMirror(ctx context.Context, run sink.MirrorRun) (bool, error
 	for _, stmt := range []string{
 		"CREATE SCHEMA IF NOT EXISTS etl",
 		"DROP TABLE IF EXISTS " + side.Sanitize(),
-		// The key columns with the target's types, and no rows.
+		// The key columns with the target's types, and no rows. No index: a key recorded twice
+		// (a batch replayed) changes nothing for the sweep's anti-join, and an index with
+		// ON CONFLICT cost seven times the plain insert (1.7 s against 0.25 s for a million
+		// keys in batches of 5000).
 		"CREATE UNLOGGED TABLE " + side.Sanitize() + " AS SELECT " + list + " FROM " + s.target().Sanitize() + " WITH NO DATA",
-		"ALTER TABLE " + side.Sanitize() + " ADD PRIMARY KEY (" + list + ")",
 	} {
 		if _, err := tx.Exec(ctx, stmt); err != nil {
 			err = fmt.Errorf("write to %s: create the table of the Mirror run's keys %s: %w", s.name(), side.Sanitize(), err)

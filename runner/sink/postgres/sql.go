@@ -113,7 +113,7 @@ func deleteSQL(target pgx.Identifier, key, arrayTypes, casts []string) string {
 
 // seenSQL builds the statement that records a Mirror run's keys in its side table:
 //
-//	INSERT INTO "etl"."mirror_x" ("id") SELECT unnest($1::bigint[]) ON CONFLICT DO NOTHING
+//	INSERT INTO "etl"."mirror_x" ("id") SELECT unnest($1::bigint[])
 func seenSQL(side pgx.Identifier, key, arrayTypes, casts []string) string {
 	ids := make([]string, len(key))
 	for i, k := range key {
@@ -124,7 +124,6 @@ func seenSQL(side pgx.Identifier, key, arrayTypes, casts []string) string {
 	b.WriteString(side.Sanitize())
 	b.WriteString(" (" + strings.Join(ids, ", ") + ") SELECT ")
 	writeUnnests(&b, arrayTypes, casts, nil)
-	b.WriteString(" ON CONFLICT DO NOTHING")
 	return b.String()
 }
 
