@@ -35,6 +35,7 @@ var allowedTables = []string{
 	"analytics.orders_late",
 	"analytics.orders_stopped",
 	"analytics.orders_flaky",
+	"analytics.orders_mirror",
 }
 
 // suiteDSN is the database of the suite's own (testenv.NewPostgresDB): the operator

@@ -572,6 +572,77 @@ var _ = Describe("ETLPipelines on the local cluster", func() {
 		}).WithTimeout(60 * time.Second).WithPolling(500 * time.Millisecond).Should(Succeed())
 	})
 
+	It("deletes soft-deleted rows incrementally, sweeps hard-deleted ones in a Full Mirror run, and shows both counts", func() {
+		createOrders("orders_mirror", 5000)
+		execSQL(`ALTER TABLE public.orders_mirror ADD COLUMN deleted_at timestamptz`)
+		live := sourceOf("orders_mirror") + " WHERE deleted_at IS NULL"
+		expectLive := func() {
+			GinkgoHelper()
+			d, err := compare(live, "analytics.orders_mirror")
+			Expect(err).NotTo(HaveOccurred())
+			Expect(d).To(Equal(rowDiff{Source: d.Source, Sink: d.Source}), "the sink must hold exactly the live rows")
+		}
+		manifest := func(mode string) string {
+			return fmt.Sprintf(`apiVersion: etl.sluice.dev/v1alpha1
+kind: ETLPipeline
+metadata:
+  name: mirrored
+spec:
+  mode: %s
+  source:
+    connection: %s
+    query: %s
+    cursor:
+      column: updated_at
+      keyColumns: [id]
+  target:
+    name: analytics.orders_mirror
+    deleteWhen: {column: deleted_at}
+    fullSync: Mirror
+  batchSize: 700
+`, mode, connection, strconv.Quote("SELECT "+orderColumns+", deleted_at FROM public.orders_mirror"))
+		}
+		apply(ns, manifest("Incremental"))
+		waitIdleAndReady(ns, "mirrored")
+		expectLive()
+
+		By("soft-deleting 100 rows and requesting a run")
+		execSQL(`UPDATE public.orders_mirror SET deleted_at = now(), updated_at = clock_timestamp() WHERE id % 50 = 0`)
+		stamp := time.Now().UTC().Format(time.RFC3339Nano)
+		mustKubectl("annotate", "--overwrite", "etlp", "mirrored", "-n", ns, etlv1.AnnotationRunRequestedAt+"="+stamp)
+		Eventually(func(g Gomega) {
+			p, err := getPipeline(ns, "mirrored")
+			g.Expect(err).NotTo(HaveOccurred())
+			g.Expect(p.Status.LastHandledRunRequest).To(Equal(stamp))
+			g.Expect(p.Status.Phase).To(Equal(etlv1.PhaseIdle))
+		}).WithTimeout(runTimeout).WithPolling(poll).Should(Succeed())
+		p := waitIdleAndReady(ns, "mirrored")
+		Expect(p.Status.Run.RowsRead).To(BeEquivalentTo(100))
+		Expect(p.Status.Run.RowsDeleted).To(BeEquivalentTo(100))
+		Expect(p.Status.Run.RowsWritten).To(BeZero())
+		expectLive()
+		Expect(mustKubectl("get", "etlp", "-n", ns, "mirrored", "--no-headers")).To(
+			// Rows and Swept are empty (zero): the one number is Deleted.
+			MatchRegexp(`^mirrored\s+Idle\s+Running\s+Incremental\s+analytics\.orders_mirror\s+100\s+\d+[smh]\s+\d+[smh]\s*$`))
+
+		By("hard-deleting 200 rows and switching to a Full Mirror run")
+		execSQL(`DELETE FROM public.orders_mirror WHERE id % 25 = 1`)
+		mustKubectl("patch", "etlp", "mirrored", "-n", ns, "--type", "merge", "-p", `{"spec":{"mode":"Full"}}`)
+		Eventually(func(g Gomega) {
+			p, err := getPipeline(ns, "mirrored")
+			g.Expect(err).NotTo(HaveOccurred())
+			g.Expect(p.Status.Run.Generation).To(Equal(p.Generation))
+			g.Expect(p.Status.Phase).To(Equal(etlv1.PhaseIdle))
+		}).WithTimeout(runTimeout).WithPolling(poll).Should(Succeed())
+		p = waitIdleAndReady(ns, "mirrored")
+		Expect(p.Status.Run.RowsSwept).To(BeEquivalentTo(200))
+		Expect(p.Status.Run.RowsDeleted).To(BeEquivalentTo(100), "the soft-deleted rows, read again")
+		Expect(p.Status.Run.RowsWritten).To(BeEquivalentTo(4700))
+		expectLive()
+		Expect(mustKubectl("get", "etlp", "-n", ns, "mirrored", "--no-headers")).To(
+			MatchRegexp(`^mirrored\s+Idle\s+Running\s+Full\s+analytics\.orders_mirror\s+4700\s+100\s+200\s`))
+	})
+
 	It("accepts config/default and the samples in a server-side dry run", func() {
 		root := testenv.RepoRoot()
 		out := mustKubectl("apply", "-k", filepath.Join(root, "config", "default"), "--dry-run=server")
