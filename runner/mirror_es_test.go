@@ -202,6 +202,17 @@ func TestMirrorRebuildsBehindTheAlias(t *testing.T) {
 	}
 	indexMatches(t, db, "src", ix)
 
+	// Incremental runs write through the alias, soft deletes included.
+	db.exec(t, `ALTER TABLE src ADD COLUMN deleted_at timestamptz`)
+	db.exec(t, `UPDATE src SET deleted_at = now(), updated_at = '2025-01-01' WHERE id % 7 = 0`)
+	r.spec = withTarget(t, esSpec(t, specOpts{sourceConn: "main", target: "es:" + ix.name, query: softQuery, batch: 1000},
+		etlv1.ActionIndex), softDelete)
+	requireOutcome(t, run("run-inc", nil), OutcomeIdle, configv1.ExitOK)
+	indexMatches(t, db, liveRows, ix)
+	if got := ix.pattern(t); len(got) != 1 || got[0] != ix.name+"-run-4" {
+		t.Fatalf("after an Incremental run the alias's indexes are %v", got)
+	}
+
 	// Refusals, before anything is written.
 	plain := newESIndex(t, srcMappings)
 	r.cfg = esConfig(ix.url, db, ix.name, plain.name)

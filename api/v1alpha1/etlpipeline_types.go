@@ -184,7 +184,8 @@ type Task struct {
 	SQL string `json:"sql,omitempty"`
 
 	// Python is inline code defining `def transform(row: dict) -> dict | list[dict] | None`
-	// and optionally `def setup()`. Transforms must be deterministic and free of side effects:
+	// and optionally `def setup()`. Returning `sluice.Delete(row)` (after `import sluice`)
+	// deletes the row's sink key. Transforms must be deterministic and free of side effects:
 	// a batch may be replayed after a crash.
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=65536

@@ -4,7 +4,12 @@
 // # The tasks
 //
 // Each task's code defines `def transform(row: dict) -> dict | list[dict] | None`: the row
-// transformed, several rows (a list or tuple of dicts), or None to drop the row. It may
+// transformed, several rows (a list or tuple of dicts), or None to drop the row. A task deletes
+// a key from the sink by returning sluice.Delete(row) (after `import sluice`), alone or in the
+// list: row is a dict with the sink key columns. Delete is a class of the worker's own, so no
+// other return value is taken for a delete; a delete goes to the sink as it is, later tasks do
+// not see it. A row made from a reader row that target.deleteWhen marks deleted is a delete
+// too. The result frame then carries a third element, the indexes of the deleting rows. It may
 // define `def setup()`, which runs once when the worker starts, before the first batch. Each
 // task's code runs in a namespace of its own (its own module dict), so two tasks may both
 // define transform and helpers of the same name. The tasks apply in order: every row a task
