@@ -48,6 +48,7 @@ var softDelete = map[string]any{"deleteWhen": map[string]any{"column": "deleted_
 // counts the deletes apart from the writes. It runs each sink topology, Elasticsearch, and a
 // python task that passes rows through (the flags follow the rows through the transform).
 func TestSoftDeletesReachTheSink(t *testing.T) {
+	t.Parallel()
 	type sinkCase struct {
 		name  string
 		setup func(t *testing.T) (db *testDB, r *inProcess, check func())
@@ -176,6 +177,7 @@ def transform(row):
 // writers while runner processes are killed at random moments: once the writers stop and one
 // more run completes, the sinks hold exactly the live rows.
 func TestKilledRunnersWithSoftDeletesUnderWriters(t *testing.T) {
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("builds the binary and runs it many times")
 	}

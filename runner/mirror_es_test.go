@@ -121,6 +121,7 @@ func pollCount(ctx context.Context, ix *esIndex) (*countPoller, chan struct{}) {
 // its own index and a new run discards an abandoned one. A plain index and an alias on two
 // indexes are refused before anything is written.
 func TestMirrorRebuildsBehindTheAlias(t *testing.T) {
+	t.Parallel()
 	db := newTestDB(t, "main")
 	createSource(t, db, 30000)
 	ix := esAlias(t)
@@ -232,5 +233,49 @@ func TestMirrorRebuildsBehindTheAlias(t *testing.T) {
 	}
 	if n := len(plain.docs(t)); n != 0 {
 		t.Fatalf("%d documents written before the refusals", n)
+	}
+}
+
+// TestKilledMirrorRebuildsStayExact kills the processes of one Mirror rebuild at random
+// moments, the swap included; each replacement carries the run on. The alias ends on one
+// index equal to the source, and no other index of its pattern is left.
+func TestKilledMirrorRebuildsStayExact(t *testing.T) {
+	t.Parallel()
+	if testing.Short() {
+		t.Skip("builds the binary and runs it many times")
+	}
+	bin := buildSluice(t)
+	db := newTestDB(t, "main")
+	createSource(t, db, 100000)
+	ix := esAlias(t)
+	ix.must(t, http.MethodPut, "/_index_template/"+ix.name, `{"index_patterns":["`+ix.name+`-*"],"priority":500,
+		"template":{"settings":{"number_of_shards":1,"number_of_replicas":0},
+		"mappings":{"properties":{"doc":{"properties":{"big":{"type":"keyword"}}}}}}}`)
+	cfg := writeConfig(t, esConfig(ix.url, db, ix.name))
+	spec := withTarget(t, esSpec(t, specOpts{mode: etlv1.ModeFull, sourceConn: "main", target: "es:" + ix.name, batch: 1000,
+		attempts: 3, backoff: 200 * time.Millisecond}, etlv1.ActionIndex), mirror)
+	args := []string{"--config", cfg, "--no-status", "--termination-log", "", "--log-level", "warn"}
+	start := time.Now()
+	p := startRunner(t, bin, runEnv(envOf(db), spec, "first"), args...)
+	if code := p.wait(t, 2*time.Minute); code != configv1.ExitOK {
+		t.Fatalf("first rebuild exited %d; its log:\n%s", code, p.log)
+	}
+	d := time.Since(start)
+	db.exec(t, `DELETE FROM src WHERE id % 9 = 0`)
+	db.exec(t, `UPDATE src SET name = 'changed ' || id WHERE id % 5 = 0`)
+
+	kills := killUntilDone(t, bin, runEnv(envOf(db), spec, "second"), args, d/3, 12, 13)
+	t.Logf("uninterrupted rebuild %s, %d kills", d, kills)
+	if kills < 3 {
+		t.Fatalf("only %d kills: the test did not exercise crashes", kills)
+	}
+	indexMatches(t, db, "src", ix)
+	// A kill between the swap and the run's record makes the replacement rebuild once more,
+	// into <alias>-second-1.
+	if got := ix.behind(t); len(got) != 1 || !strings.HasPrefix(got[0], ix.name+"-second") {
+		t.Fatalf("the alias points at %v, want the second rebuild's index", got)
+	}
+	if got := ix.pattern(t); len(got) != 1 {
+		t.Fatalf("indexes left: %v", got)
 	}
 }

@@ -1,7 +1,6 @@
 package runner
 
 import (
-	"math/rand/v2"
 	"strings"
 	"testing"
 	"time"
@@ -17,6 +16,7 @@ var mirror = map[string]any{"fullSync": "Mirror"}
 // sink then equals the source by count and checksum, the run records what it swept, and no
 // side table is left. A sweep that would empty the table is refused and deletes nothing.
 func TestMirrorLeavesTheTableEqualToTheSource(t *testing.T) {
+	t.Parallel()
 	for _, tp := range topologies {
 		t.Run(tp.name, func(t *testing.T) {
 			t.Parallel()
@@ -77,6 +77,7 @@ func TestMirrorLeavesTheTableEqualToTheSource(t *testing.T) {
 // the source, rows the source never had are swept, and the committed counters count every row
 // once.
 func TestKilledMirrorRunsStayExact(t *testing.T) {
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("builds the binary and runs it many times")
 	}
@@ -108,29 +109,7 @@ func TestKilledMirrorRunsStayExact(t *testing.T) {
 			dst.exec(t, `INSERT INTO analytics.items SELECT g, now(), 'gone', 0, '{}' FROM generate_series(1000001, 1003000) g`)
 			// Each replacement has less left to do: a third of a whole run's time reaches the
 			// sweep at the end too. The kills stop when a runner completes the run.
-			rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 12))
-			kills := 0
-			for done := false; !done; {
-				p := startRunner(t, bin, env, args...)
-				select {
-				case <-p.done:
-					if code := p.wait(t, time.Second); code != configv1.ExitOK {
-						t.Fatalf("runner exited %d; its log:\n%s", code, p.log)
-					}
-					done = true
-				case <-time.After(time.Duration(rng.Int64N(int64(d / 3)))):
-					if kills == 12 {
-						if code := p.wait(t, 2*time.Minute); code != configv1.ExitOK {
-							t.Fatalf("final runner exited %d; its log:\n%s", code, p.log)
-						}
-						done = true
-						break
-					}
-					_ = p.cmd.Process.Kill()
-					<-p.done
-					kills++
-				}
-			}
+			kills := killUntilDone(t, bin, env, args, d/3, 12, 12)
 			t.Logf("uninterrupted run %s, %d kills", d, kills)
 			if kills < 3 {
 				t.Fatalf("only %d kills: the test did not exercise crashes", kills)

@@ -219,3 +219,34 @@ func killRunsAtRandom(t *testing.T, bin string, env map[string]string, args []st
 	}
 	return completions
 }
+
+// killUntilDone starts the runner of one run again and again and SIGKILLs each at a random
+// moment of window, until one completes the run (or, after maxKills kills, waits for the next
+// one to). It returns the number of kills.
+func killUntilDone(t *testing.T, bin string, env map[string]string, args []string, window time.Duration, maxKills int, stream uint64) int {
+	t.Helper()
+	seed := uint64(time.Now().UnixNano())
+	t.Logf("kill seed %d", seed)
+	rng := rand.New(rand.NewPCG(seed, stream))
+	kills := 0
+	for {
+		p := startRunner(t, bin, env, args...)
+		select {
+		case <-p.done:
+			if code := p.wait(t, time.Second); code != configv1.ExitOK {
+				t.Fatalf("runner exited %d; its log:\n%s", code, p.log)
+			}
+			return kills
+		case <-time.After(time.Duration(rng.Int64N(int64(window)))):
+			if kills == maxKills {
+				if code := p.wait(t, 2*time.Minute); code != configv1.ExitOK {
+					t.Fatalf("final runner exited %d; its log:\n%s", code, p.log)
+				}
+				return kills
+			}
+			_ = p.cmd.Process.Kill()
+			<-p.done
+			kills++
+		}
+	}
+}

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/url"
 	"sort"
+	"strconv"
 	"strings"
 
 	"github.com/sluice-dev/sluice/runner/failure"
@@ -88,14 +89,20 @@ func (s *Sink) BeginMirror(ctx context.Context, run sink.MirrorRun) (bool, error
 	if err != nil {
 		return false, err
 	}
-	var building []string
+	var detached []string
 	for name := range ours {
 		if name != m.old {
-			building = append(building, name)
+			detached = append(detached, name)
 		}
 	}
-	sort.Strings(building)
+	sort.Strings(detached)
 	if run.Resume {
+		// Only an index created after the one behind the alias can be this pass's: an older
+		// one is the index a swap replaced whose runner died before deleting it.
+		building, err := s.newerThan(ctx, detached, m.old)
+		if err != nil {
+			return false, err
+		}
 		if len(building) != 1 {
 			return false, nil
 		}
@@ -103,8 +110,8 @@ func (s *Sink) BeginMirror(ctx context.Context, run sink.MirrorRun) (bool, error
 		s.mirror, s.index = m, m.building
 		return true, nil
 	}
-	// A new pass: rebuilds left by earlier runs go first.
-	for _, name := range building {
+	// A new pass: rebuilds left by earlier runs, and replaced indexes, go first.
+	for _, name := range detached {
 		if err := s.deleteIndex(ctx, name); err != nil {
 			return false, err
 		}
@@ -311,6 +318,39 @@ func (s *Sink) ownIndexes(ctx context.Context, alias string) (map[string]mirrorM
 		var meta mirrorMeta
 		if raw, ok := def.Mappings.Meta[metaKey]; ok && json.Unmarshal(raw, &meta) == nil && meta.Alias == alias {
 			out[name] = meta
+		}
+	}
+	return out, nil
+}
+
+// newerThan returns the indexes among names created after index (all of them when index is
+// empty).
+func (s *Sink) newerThan(ctx context.Context, names []string, index string) ([]string, error) {
+	if index == "" || len(names) == 0 {
+		return names, nil
+	}
+	all := append([]string{index}, names...)
+	for i, n := range all {
+		all[i] = url.PathEscape(n)
+	}
+	code, body, err := s.request(ctx, http.MethodGet, "/"+strings.Join(all, ",")+"/_settings/index.creation_date?flat_settings=true", nil)
+	if err != nil {
+		return nil, err
+	}
+	var m map[string]struct {
+		Settings map[string]string `json:"settings"`
+	}
+	if code != http.StatusOK || json.Unmarshal(body, &m) != nil {
+		return nil, s.mirrorError("read the creation dates of "+strings.Join(names, ", "), code, body)
+	}
+	created := func(n string) int64 {
+		v, _ := strconv.ParseInt(m[n].Settings["index.creation_date"], 10, 64)
+		return v
+	}
+	var out []string
+	for _, n := range names {
+		if created(n) > created(index) {
+			out = append(out, n)
 		}
 	}
 	return out, nil

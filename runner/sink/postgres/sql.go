@@ -101,13 +101,7 @@ func deleteSQL(target pgx.Identifier, key, arrayTypes, casts []string) string {
 	b.WriteString(" AS sluice_t USING (SELECT ")
 	writeUnnests(&b, arrayTypes, casts, key)
 	b.WriteString(") AS sluice_d WHERE ")
-	for i, k := range key {
-		if i > 0 {
-			b.WriteString(" AND ")
-		}
-		id := pgx.Identifier{k}.Sanitize()
-		b.WriteString("sluice_t." + id + " = sluice_d." + id)
-	}
+	writeKeyJoin(&b, "sluice_t", "sluice_d", key)
 	return b.String()
 }
 
@@ -139,13 +133,18 @@ func sweepSQL(target, side pgx.Identifier, key []string) string {
 	b.WriteString(" AS sluice_t WHERE NOT EXISTS (SELECT 1 FROM ")
 	b.WriteString(side.Sanitize())
 	b.WriteString(" AS sluice_s WHERE ")
+	writeKeyJoin(&b, "sluice_s", "sluice_t", key)
+	b.WriteString(")")
+	return b.String()
+}
+
+// writeKeyJoin writes the equality of the key columns of two aliases: a."k" = b."k" AND ...
+func writeKeyJoin(b *strings.Builder, left, right string, key []string) {
 	for i, k := range key {
 		if i > 0 {
 			b.WriteString(" AND ")
 		}
 		id := pgx.Identifier{k}.Sanitize()
-		b.WriteString("sluice_s." + id + " = sluice_t." + id)
+		b.WriteString(left + "." + id + " = " + right + "." + id)
 	}
-	b.WriteString(")")
-	return b.String()
 }
