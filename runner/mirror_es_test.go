@@ -149,6 +149,10 @@ func TestMirrorRebuildsBehindTheAlias(t *testing.T) {
 		t.Fatalf("name is mapped %q, the template says keyword", typ)
 	}
 
+	// Another alias of the index moves with the rebuild, its filter included.
+	reader := "read-" + ix.name
+	ix.must(t, http.MethodPost, "/_aliases", `{"actions":[{"add":{"index":"`+ix.name+`-run-1","alias":"`+reader+`",
+		"filter":{"range":{"id":{"lte":100}}}}}]}`)
 	// A mapping change and deleted rows, rebuilt while a reader polls the alias.
 	template("text")
 	db.exec(t, `DELETE FROM src WHERE id % 30 = 0`)
@@ -172,6 +176,10 @@ func TestMirrorRebuildsBehindTheAlias(t *testing.T) {
 	}
 	if got := ix.pattern(t); len(got) != 1 || got[0] != ix.name+"-run-2" {
 		t.Fatalf("indexes left after the swap: %v", got)
+	}
+	var filtered struct{ Count int64 }
+	if err := json.Unmarshal(ix.must(t, http.MethodGet, "/"+reader+"/_count", ""), &filtered); err != nil || filtered.Count != 97 {
+		t.Fatalf("the filtered alias %s counts %d documents after the swap, want 97 (%v)", reader, filtered.Count, err)
 	}
 
 	// A paused rebuild leaves the alias where it was; a new run discards it; a resumed one
@@ -233,6 +241,14 @@ func TestMirrorRebuildsBehindTheAlias(t *testing.T) {
 	}
 	if n := len(plain.docs(t)); n != 0 {
 		t.Fatalf("%d documents written before the refusals", n)
+	}
+	ix.must(t, http.MethodPost, "/_aliases", `{"actions":[{"remove":{"index":"`+plain.name+`","alias":"`+ix.name+`"}}]}`)
+	ix.must(t, http.MethodPut, "/_index_template/"+ix.name, `{"index_patterns":["`+ix.name+`-*"],"priority":500,
+		"template":{"aliases":{"`+ix.name+`":{}}}}`)
+	res = run("run-8", nil)
+	requireOutcome(t, res, OutcomeFailed, configv1.ExitBusiness)
+	if !strings.Contains(res.Message, "adds the alias") {
+		t.Fatalf("a template that adds the alias failed with %q", res.Message)
 	}
 }
 

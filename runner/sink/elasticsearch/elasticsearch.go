@@ -158,8 +158,8 @@ type Sink struct {
 	action   string
 	conflict *int
 	prepared bool
-	// index is where documents go: the target, or the index a Mirror run builds (mirror.go).
-	index  string
+	// mirror is the pass of a Mirror run, whose documents go to the index it builds
+	// (mirror.go).
 	mirror *mirror
 
 	types  *pgtype.Map
@@ -205,8 +205,7 @@ func newSink(target Target, conn Connection, opts Options) (*Sink, error) {
 		return nil, failure.Business(fmt.Errorf("target es:%s: no key columns for the document _id", target.Index))
 	}
 	opts.defaults()
-	s := &Sink{target: target, conn: conn.Name, opts: opts, types: pgtype.NewMap(), shapes: map[string]*shape{}, seen: map[string]int{},
-		index: target.Index}
+	s := &Sink{target: target, conn: conn.Name, opts: opts, types: pgtype.NewMap(), shapes: map[string]*shape{}, seen: map[string]int{}}
 	// Values the sink decodes itself decode as the reader's would (json as raw JSON, infinite
 	// dates), so that raw and decoded batches render alike.
 	source.RegisterTypes(s.types)
@@ -225,21 +224,8 @@ func newSink(target Target, conn Connection, opts Options) (*Sink, error) {
 	if s.client, err = newClient(conn, opts.Transport); err != nil {
 		return nil, err
 	}
-	s.bi, err = esutil.NewBulkIndexer(esutil.BulkIndexerConfig{
-		Client:     statusTransport{s.client},
-		Index:      target.Index,
-		NumWorkers: opts.Workers,
-		FlushBytes: opts.FlushBytes,
-		// Only what the results are checked on: the full answer is several times larger.
-		FilterPath: []string{"items.*.status", "items.*.error"},
-		Decoder:    responseDecoder{},
-		// Room for a batch's items in the workers' queues, so that adding an item does not
-		// wait for a worker to take the previous one (with the default of one item, a Write
-		// of 5000 documents took about half again as long).
-		QueueSizeMultiplier: 512,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("target es:%s: bulk indexer: %w", target.Index, err)
+	if s.bi, err = s.bulkIndexer(target.Index); err != nil {
+		return nil, err
 	}
 	s.onSuccess = func(_ context.Context, bi esutil.BulkIndexerItem, r esutil.BulkIndexerResponseItem) {
 		bi.Body.(*item).answer(r, nil, false)
@@ -251,6 +237,27 @@ func newSink(target Target, conn Connection, opts Options) (*Sink, error) {
 }
 
 func (s *Sink) name() string { return "es:" + s.target.Index }
+
+// bulkIndexer makes the bulk indexer of the sink's writes into index.
+func (s *Sink) bulkIndexer(index string) (esutil.BulkIndexer, error) {
+	bi, err := esutil.NewBulkIndexer(esutil.BulkIndexerConfig{
+		Client:     statusTransport{s.client},
+		Index:      index,
+		NumWorkers: s.opts.Workers,
+		FlushBytes: s.opts.FlushBytes,
+		// Only what the results are checked on: the full answer is several times larger.
+		FilterPath: []string{"items.*.status", "items.*.error"},
+		Decoder:    responseDecoder{},
+		// Room for a batch's items in the workers' queues, so that adding an item does not
+		// wait for a worker to take the previous one (with the default of one item, a Write
+		// of 5000 documents took about half again as long).
+		QueueSizeMultiplier: 512,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("target es:%s: bulk indexer: %w", s.target.Index, err)
+	}
+	return bi, nil
+}
 
 // Prepare checks that the connection reaches a genuine Elasticsearch (the client refuses a
 // server that does not identify itself as one, which also excludes versions before 7.14) and
@@ -344,7 +351,7 @@ func (s *Sink) send(ctx context.Context) (int64, error) {
 		for _, it := range pending {
 			it.reset()
 			bi := esutil.BulkIndexerItem{
-				Index: s.index, Action: s.action, DocumentID: it.id, Body: it, RetryOnConflict: s.conflict,
+				Action: s.action, DocumentID: it.id, Body: it, RetryOnConflict: s.conflict,
 				OnSuccess: s.onSuccess, OnFailure: s.onFailure,
 			}
 			if it.del {
