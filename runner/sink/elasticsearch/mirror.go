@@ -108,7 +108,7 @@ func (s *Sink) BeginMirror(ctx context.Context, run sink.MirrorRun) (bool, error
 			return false, nil
 		}
 		m.building = building[0]
-		return true, s.writeInto(m)
+		return true, s.writeInto(ctx, m)
 	}
 	// A new pass: rebuilds left by earlier runs, and replaced indexes, go first.
 	for _, name := range detached {
@@ -123,17 +123,17 @@ func (s *Sink) BeginMirror(ctx context.Context, run sink.MirrorRun) (bool, error
 	if err := s.createBuilding(ctx, m); err != nil {
 		return false, err
 	}
-	return true, s.writeInto(m)
+	return true, s.writeInto(ctx, m)
 }
 
 // writeInto sends the sink's writes into the index the pass builds.
-func (s *Sink) writeInto(m *mirror) error {
+func (s *Sink) writeInto(ctx context.Context, m *mirror) error {
 	bi, err := s.bulkIndexer(m.building)
 	if err != nil {
 		return err
 	}
 	// The sink has written nothing yet: its first bulk indexer has nothing in flight.
-	_ = s.bi.Close(context.Background())
+	_ = s.bi.Close(ctx)
 	s.bi, s.mirror = bi, m
 	return nil
 }
