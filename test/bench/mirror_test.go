@@ -30,6 +30,9 @@ var sweepSeconds = regexp.MustCompile(`"msg":"mirror complete".*"seconds":([0-9.
 //   - pg_mirror_sweep_1m: the sweep at the end of a Full Mirror run after 1% of the source's
 //     keys went (seconds), against an in-database DELETE ... WHERE NOT EXISTS (SELECT 1 FROM
 //     src ...) of the same rows from the same table.
+//   - pg_delete_when_1m: a Full run of the source with a soft-delete marker (target.deleteWhen)
+//     set on 1% of the rows (rows/s of the reader), against a Full run of the same rows
+//     without the marker column: what reading the marker, deleting and dropping it cost.
 //
 //     go test -run '^$' -bench Mirror -benchtime=1x -timeout 60m ./test/bench/
 func BenchmarkMirror(b *testing.B) {
@@ -79,4 +82,24 @@ func BenchmarkMirror(b *testing.B) {
 	}
 	sec := func(d time.Duration) float64 { return d.Seconds() }
 	report("pg_mirror_sweep_1m", sec(slices.Min(sweep)), sec(slices.Min(base)), "s")
+
+	e.exec(`ALTER TABLE src ADD COLUMN deleted_at timestamptz`)
+	e.exec(`UPDATE src SET deleted_at = now() WHERE id % 100 = 1`)
+	e.exec(`VACUUM ANALYZE src`)
+	columns := "id, updated_at, name, amount, qty, payload"
+	plain := mirrorSpec("Upsert")
+	plain["source"].(map[string]any)["query"] = "SELECT " + columns + " FROM src"
+	marked := mirrorSpec("Upsert")
+	marked["source"].(map[string]any)["query"] = "SELECT " + columns + ", deleted_at FROM src"
+	marked["target"].(map[string]any)["deleteWhen"] = map[string]any{"column": "deleted_at"}
+	var without, with []time.Duration
+	for round := range 2 {
+		e.fresh("items")
+		without = append(without, e.runSpec(plain, fmt.Sprintf("plain-%d", round)).wall)
+		e.fresh("items")
+		with = append(with, e.runSpec(marked, fmt.Sprintf("marked-%d", round)).wall)
+		b.Logf("round %d: without the marker %s, with it %s", round, without[round], with[round])
+	}
+	read := func(d time.Duration) float64 { return float64(bigRows-bigRows/100) / d.Seconds() }
+	report("pg_delete_when_1m", read(slices.Min(with)), read(slices.Min(without)), "rows/s")
 }
