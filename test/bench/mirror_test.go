@@ -30,6 +30,7 @@ var sweepSeconds = regexp.MustCompile(`"msg":"mirror complete".*"seconds":([0-9.
 //   - pg_mirror_sweep_1m: the sweep at the end of a Full Mirror run after 1% of the source's
 //     keys went (seconds), against an in-database DELETE ... WHERE NOT EXISTS (SELECT 1 FROM
 //     src ...) of the same rows from the same table.
+//
 //   - pg_delete_when_1m: a Full run of the source with a soft-delete marker (target.deleteWhen)
 //     set on 1% of the rows (rows/s of the reader), against a Full run of the same rows
 //     without the marker column: what reading the marker, deleting and dropping it cost.
