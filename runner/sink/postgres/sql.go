@@ -24,12 +24,7 @@ func upsertSQL(target pgx.Identifier, columns, arrayTypes, casts, key []string) 
 		ids[i] = pgx.Identifier{c}.Sanitize()
 	}
 	var b strings.Builder
-	b.WriteString("INSERT INTO ")
-	b.WriteString(target.Sanitize())
-	b.WriteString(" (")
-	b.WriteString(strings.Join(ids, ", "))
-	b.WriteString(") SELECT ")
-	writeUnnests(&b, arrayTypes, casts, nil)
+	writeInsert(&b, target, ids, arrayTypes, casts)
 	b.WriteString(" ON CONFLICT (")
 	for i, k := range key {
 		if i > 0 {
@@ -62,6 +57,17 @@ func itoa(i int) string {
 		return string(rune('0' + i))
 	}
 	return itoa(i/10) + string(rune('0'+i%10))
+}
+
+// writeInsert writes INSERT INTO target (ids) SELECT unnest($1::...), ...: the array
+// parameters as rows, ids the quoted column names.
+func writeInsert(b *strings.Builder, target pgx.Identifier, ids, arrayTypes, casts []string) {
+	b.WriteString("INSERT INTO ")
+	b.WriteString(target.Sanitize())
+	b.WriteString(" (")
+	b.WriteString(strings.Join(ids, ", "))
+	b.WriteString(") SELECT ")
+	writeUnnests(b, arrayTypes, casts, nil)
 }
 
 // writeUnnests writes the select list that turns array parameters $1, $2, ... into rows:
@@ -114,10 +120,7 @@ func seenSQL(side pgx.Identifier, key, arrayTypes, casts []string) string {
 		ids[i] = pgx.Identifier{k}.Sanitize()
 	}
 	var b strings.Builder
-	b.WriteString("INSERT INTO ")
-	b.WriteString(side.Sanitize())
-	b.WriteString(" (" + strings.Join(ids, ", ") + ") SELECT ")
-	writeUnnests(&b, arrayTypes, casts, nil)
+	writeInsert(&b, side, ids, arrayTypes, casts)
 	return b.String()
 }
 
