@@ -295,3 +295,33 @@ func TestKilledMirrorRebuildsStayExact(t *testing.T) {
 		t.Fatalf("indexes left: %v", got)
 	}
 }
+
+// TestIncrementalRunsOfAMirrorPipelineWriteThroughItsAlias: before any rebuild, an Incremental
+// run of a pipeline with fullSync Mirror creates the alias on an index of its own instead of
+// letting Elasticsearch create a plain index of that name; the first rebuild replaces it.
+func TestIncrementalRunsOfAMirrorPipelineWriteThroughItsAlias(t *testing.T) {
+	t.Parallel()
+	db := newTestDB(t, "main")
+	createSource(t, db, 5000)
+	ix := esAlias(t)
+	ix.must(t, http.MethodPut, "/_index_template/"+ix.name, `{"index_patterns":["`+ix.name+`-*"],"priority":500,
+		"template":{"settings":{"number_of_shards":1,"number_of_replicas":0},
+		"mappings":{"properties":{"doc":{"properties":{"big":{"type":"keyword"}}}}}}}`)
+	inc := withTarget(t, esSpec(t, specOpts{sourceConn: "main", target: "es:" + ix.name, batch: 1000}, etlv1.ActionIndex), mirror)
+	r := &inProcess{cfg: esConfig(ix.url, db, ix.name), env: envOf(db), spec: inc}
+	requireOutcome(t, r.run(t), OutcomeIdle, configv1.ExitOK)
+	if got := ix.behind(t); len(got) != 1 || got[0] != ix.name+"-initial" {
+		t.Fatalf("after an Incremental run the alias points at %v", got)
+	}
+	indexMatches(t, db, "src", ix)
+
+	db.exec(t, `DELETE FROM src WHERE id % 10 = 0`)
+	r.spec = withTarget(t, esSpec(t, specOpts{mode: etlv1.ModeFull, sourceConn: "main", target: "es:" + ix.name, batch: 1000},
+		etlv1.ActionIndex), mirror)
+	r.rep, r.runID = nil, "run-2"
+	requireOutcome(t, r.run(t), OutcomeIdle, configv1.ExitOK)
+	indexMatches(t, db, "src", ix)
+	if got := ix.pattern(t); len(got) != 1 || got[0] != ix.name+"-run-2" {
+		t.Fatalf("after the first rebuild the alias's indexes are %v", got)
+	}
+}

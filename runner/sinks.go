@@ -29,5 +29,6 @@ func openPostgres(_ context.Context, pl *plan, s *session) (sink.Sink, error) {
 func openElasticsearch(_ context.Context, pl *plan, _ *session) (sink.Sink, error) {
 	return elasticsearch.Open(pl.cfg, elasticsearch.Target{
 		Index: pl.target.Object, Key: pl.sinkKey, Action: pl.spec.Target.Action,
+		Alias: pl.spec.Target.FullSync == etlv1.FullSyncMirror && pl.mode == etlv1.ModeIncremental,
 	}, pl.spec.Target.Connection, pl.lookupEnv, elasticsearch.Options{})
 }

@@ -107,6 +107,10 @@ type Target struct {
 	Key   []string
 	// Action is etlv1.ActionUpdate (also when empty) or etlv1.ActionIndex.
 	Action etlv1.ElasticsearchAction
+	// Alias says Index is an alias that Mirror runs rebuild (target.fullSync Mirror): when
+	// neither it nor an index of its name exists, Prepare creates it on an index of its own
+	// (mirror.go), so that writes never create a plain index of that name.
+	Alias bool
 }
 
 // Options tune the sink; the zero value is production's.
@@ -292,6 +296,11 @@ func (s *Sink) Prepare(ctx context.Context) error {
 	}
 	if v := strings.SplitN(version, ".", 3); len(v) < 2 || atoi(v[0]) < 7 || atoi(v[0]) == 7 && atoi(v[1]) < 14 {
 		return failure.Business(fmt.Errorf("%s: Elasticsearch connection %q runs version %s: 7.14 or later is needed", s.name(), s.conn, version))
+	}
+	if s.target.Alias {
+		if err := s.ensureAlias(ctx); err != nil {
+			return err
+		}
 	}
 	s.prepared = true
 	return nil

@@ -463,5 +463,32 @@ func (s *Sink) mirrorError(what string, code int, body []byte) error {
 	return failure.Business(err)
 }
 
+// ensureAlias creates the alias on a new index <alias>-initial, marked as Sluice's (so the
+// first rebuild replaces and deletes it), when neither the alias nor an index of its name
+// exists: an Incremental run before any rebuild then writes through the alias.
+func (s *Sink) ensureAlias(ctx context.Context) error {
+	alias := s.target.Index
+	behind, err := s.aliasIndexes(ctx, alias)
+	if err != nil || len(behind) > 0 {
+		return err
+	}
+	code, _, err := s.request(ctx, http.MethodHead, "/"+url.PathEscape(alias), nil)
+	if err != nil || code == http.StatusOK {
+		return err // a plain index: written as before; a Mirror run says how to migrate it
+	}
+	req, _ := json.Marshal(map[string]any{
+		"aliases":  map[string]any{alias: map[string]any{}},
+		"mappings": map[string]any{"_meta": map[string]any{metaKey: mirrorMeta{Alias: alias}}},
+	})
+	code, body, err := s.request(ctx, http.MethodPut, "/"+url.PathEscape(alias+"-initial"), req)
+	if err != nil {
+		return err
+	}
+	if code != http.StatusOK && !bytes.Contains(body, []byte("resource_already_exists_exception")) {
+		return s.mirrorError("create the alias "+alias+" on "+alias+"-initial", code, body)
+	}
+	return nil
+}
+
 // DoneMirror implements sink.Mirror: the swap already removed the old index.
 func (s *Sink) DoneMirror(context.Context) error { return nil }
