@@ -63,6 +63,17 @@ def transform(row):
 			want:  []string{`the row from reader row (id=3) has no key column "id" (missing or None)`},
 		},
 		{
+			name:  "a delete without the key column",
+			codes: []string{"import sluice\ndef transform(row):\n    return sluice.Delete({'name': row['name']}) if row['id'] == 2 else row\n"},
+			opts:  Options{SinkKey: []string{"id"}},
+			want:  []string{`the row from reader row (id=2) has no key column "id"`},
+		},
+		{
+			name:  "a delete of something else than a dict",
+			codes: []string{"import sluice\ndef transform(row):\n    return sluice.Delete(row['id'])\n"},
+			want:  []string{`task "t1" raised an exception at reader row (id=1)`, "TypeError: sluice.Delete takes a dict with the sink key columns, not int"},
+		},
+		{
 			name:  "a value the sinks cannot write",
 			codes: []string{"def transform(row):\n    row['tags'] = {'a', 'b'}\n    return row\n"},
 			want:  []string{`for reader row (id=1), a row whose column "tags" holds a set`},

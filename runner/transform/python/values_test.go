@@ -373,3 +373,48 @@ def transform(row):
 		t.Errorf("changed wall time %v", out.Rows[0][2])
 	}
 }
+
+// TestDeletesTravelFlagged: a task's sluice.Delete reaches the batch as a flagged row, alone or
+// in a list, past later tasks; rows made from a reader row already flagged (a soft delete) are
+// flagged too; a dict that only looks like a delete is a row.
+func TestDeletesTravelFlagged(t *testing.T) {
+	s := start(t, Options{SinkKey: []string{"id"}}, `
+import sluice
+
+def transform(row):
+    if row["id"] == 1:
+        return sluice.Delete(row)
+    if row["id"] == 2:
+        return [row, sluice.Delete({"id": 20})]
+    if row["id"] == 3:
+        return {"id": 3, "Delete": True, "name": "sluice.Delete"}
+    return [row, dict(row, id=row["id"] * 10)]
+`, `
+def transform(row):
+    row["seen"] = True
+    return row
+`)
+	in := idRows(4)
+	in.Deleted = []bool{false, false, false, true}
+	out, err := apply(t, s, in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ids := out.Index("id")
+	seen := out.Index("seen")
+	var got []string
+	for i, row := range out.Rows {
+		g := fmt.Sprint(row[ids])
+		if out.IsDeleted(i) {
+			g += " deleted"
+		}
+		if seen >= 0 && row[seen] == true {
+			g += " seen"
+		}
+		got = append(got, g)
+	}
+	want := []string{"1 deleted", "2 seen", "20 deleted", "3 seen", "4 deleted seen", "40 deleted seen"}
+	if strings.Join(got, ", ") != strings.Join(want, ", ") {
+		t.Fatalf("rows %v, want %v", got, want)
+	}
+}
