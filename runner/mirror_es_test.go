@@ -222,6 +222,20 @@ func TestMirrorRebuildsBehindTheAlias(t *testing.T) {
 		t.Fatalf("after an Incremental run the alias's indexes are %v", got)
 	}
 
+	// An emptied source does not empty the alias.
+	db.exec(t, `CREATE TABLE src_kept AS SELECT * FROM src`)
+	db.exec(t, `DELETE FROM src WHERE id > 100`)
+	r.spec = spec
+	res = run("run-empty", nil)
+	requireOutcome(t, res, OutcomeFailed, configv1.ExitBusiness)
+	if !strings.Contains(res.Message, "is more than target.maxDeleteRatio 0.5 allows, so the alias stays on "+ix.name+"-run-4") {
+		t.Fatalf("a rebuild of an emptied source failed with %q", res.Message)
+	}
+	if got := ix.behind(t); len(got) != 1 || got[0] != ix.name+"-run-4" {
+		t.Fatalf("a refused rebuild moved the alias to %v", got)
+	}
+	db.exec(t, `INSERT INTO src SELECT * FROM src_kept WHERE id > 100`)
+
 	// Refusals, before anything is written.
 	plain := newESIndex(t, srcMappings)
 	r.cfg = esConfig(ix.url, db, ix.name, plain.name)

@@ -238,9 +238,10 @@ type TargetSpec struct {
 	// +optional
 	FullSync FullSync `json:"fullSync,omitempty"`
 
-	// MaxDeleteRatio bounds the sweep of a Mirror run on a Postgres table: a sweep that would
-	// delete more than this fraction of the table's rows fails the run and deletes nothing,
-	// so that a source emptied by mistake never empties the sink. 1 allows any sweep.
+	// MaxDeleteRatio bounds what a Mirror run may remove: a sweep that would delete more than
+	// this fraction of a Postgres table's rows, or a rebuilt Elasticsearch index that holds
+	// that fraction fewer documents than the one behind the alias, fails the run and changes
+	// nothing, so that a source emptied by mistake never empties the sink. 1 allows any.
 	// +kubebuilder:validation:Minimum=0
 	// +kubebuilder:validation:Maximum=1
 	// +kubebuilder:default=0.5

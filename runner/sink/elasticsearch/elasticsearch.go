@@ -163,8 +163,9 @@ type Sink struct {
 	conflict *int
 	prepared bool
 	// mirror is the pass of a Mirror run, whose documents go to the index it builds
-	// (mirror.go).
+	// (mirror.go); ratio is target.maxDeleteRatio, which bounds what a swap may lose.
 	mirror *mirror
+	ratio  float64
 
 	types  *pgtype.Map
 	shapes map[string]*shape

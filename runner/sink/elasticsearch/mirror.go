@@ -82,6 +82,7 @@ func (s *Sink) BeginMirror(ctx context.Context, run sink.MirrorRun) (bool, error
 				s.name(), alias, alias, alias, alias, alias, alias))
 		}
 	}
+	s.ratio = run.MaxDeleteRatio
 	m := &mirror{}
 	if len(behind) == 1 {
 		m.old = behind[0]
@@ -246,6 +247,13 @@ func (s *Sink) FinishMirror(ctx context.Context) (int64, error) {
 	after, err := s.count(ctx, m.building)
 	if err != nil {
 		return 0, err
+	}
+	if lost := before - after; lost > 0 && s.ratio < 1 && float64(lost) > s.ratio*float64(before) {
+		// The rebuild stays for the next run to discard; readers keep the old index.
+		return 0, failure.Business(fmt.Errorf("%s: the rebuilt index %s holds %d documents, the index behind the alias %d: "+
+			"%d fewer (%.1f%%) is more than target.maxDeleteRatio %g allows, so the alias stays on %s. If the source "+
+			"really lost those rows, raise maxDeleteRatio (1 allows any rebuild) and run again",
+			s.name(), m.building, after, before, lost, 100*float64(lost)/float64(before), s.ratio, m.old))
 	}
 	actions := []map[string]any{{"add": map[string]any{"index": m.building, "alias": s.target.Index}}}
 	if m.old != "" {
