@@ -222,8 +222,11 @@ func killRunsAtRandom(t *testing.T, bin string, env map[string]string, args []st
 
 // killUntilDone starts the runner of one run again and again and SIGKILLs each at a random
 // moment of window, until one completes the run (or, after maxKills kills, waits for the next
-// one to). It returns the number of kills.
-func killUntilDone(t *testing.T, bin string, env map[string]string, args []string, window time.Duration, maxKills int, stream uint64) int {
+// one to). A runner killed after it recorded the run as completed ends the loop too (done
+// says so): without a status to fence it, a replacement would run the completed run again.
+// It returns the number of kills.
+func killUntilDone(t *testing.T, bin string, env map[string]string, args []string, window time.Duration, maxKills int, stream uint64,
+	done func() bool) int {
 	t.Helper()
 	seed := uint64(time.Now().UnixNano())
 	t.Logf("kill seed %d", seed)
@@ -247,6 +250,9 @@ func killUntilDone(t *testing.T, bin string, env map[string]string, args []strin
 			_ = p.cmd.Process.Kill()
 			<-p.done
 			kills++
+			if done() {
+				return kills
+			}
 		}
 	}
 }
