@@ -3,10 +3,9 @@ package batch
 import (
 	"encoding/binary"
 	"slices"
-)
 
-// boolOID is the Postgres boolean type, whose true marks a row deleted.
-const boolOID = 16
+	"github.com/jackc/pgx/v5/pgtype"
+)
 
 // IsDeleted reports whether row i deletes its key instead of being written.
 func (b *Batch) IsDeleted(i int) bool { return b.Deleted != nil && b.Deleted[i] }
@@ -26,7 +25,7 @@ func (b *Batch) CountDeleted() int {
 // a boolean column only true. Rows already flagged stay flagged.
 func (b *Batch) MarkDeleted(col int) {
 	n := b.Len()
-	isBool := b.Columns[col].Type == boolOID
+	isBool := b.Columns[col].Type == pgtype.BoolOID
 	for i := range n {
 		var del bool
 		if b.Raw != nil {

@@ -3,6 +3,8 @@ package batch
 import (
 	"reflect"
 	"testing"
+
+	"github.com/jackc/pgx/v5/pgtype"
 )
 
 func TestMarkDeleted(t *testing.T) {
@@ -15,11 +17,11 @@ func TestMarkDeleted(t *testing.T) {
 		want   []bool
 	}{
 		{name: "timestamp set or NULL, decoded", typ: 1184, rows: []any{nil, "2024-01-01", nil}, want: []bool{false, true, false}},
-		{name: "boolean, decoded", typ: boolOID, rows: []any{true, false, nil}, want: []bool{true, false, false}},
+		{name: "boolean, decoded", typ: pgtype.BoolOID, rows: []any{true, false, nil}, want: []bool{true, false, false}},
 		{name: "nothing deleted, decoded", typ: 1184, rows: []any{nil, nil}, want: nil},
 		{name: "timestamp, raw binary", typ: 1184, format: 1, raw: [][]byte{nil, {0, 0, 0, 0, 0, 0, 0, 1}}, want: []bool{false, true}},
-		{name: "boolean, raw binary", typ: boolOID, format: 1, raw: [][]byte{{1}, {0}, nil}, want: []bool{true, false, false}},
-		{name: "boolean, raw text", typ: boolOID, format: 0, raw: [][]byte{[]byte("t"), []byte("f")}, want: []bool{true, false}},
+		{name: "boolean, raw binary", typ: pgtype.BoolOID, format: 1, raw: [][]byte{{1}, {0}, nil}, want: []bool{true, false, false}},
+		{name: "boolean, raw text", typ: pgtype.BoolOID, format: 0, raw: [][]byte{[]byte("t"), []byte("f")}, want: []bool{true, false}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			b := &Batch{Columns: []Column{{Name: "id", Type: 20}, {Name: "deleted", Type: tc.typ}}}

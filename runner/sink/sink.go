@@ -80,6 +80,15 @@ type Mirror interface {
 	DoneMirror(ctx context.Context) error
 }
 
+// ExceedsDeleteRatio decides whether removing removed of total rows (documents) is more than
+// target.maxDeleteRatio allows; a ratio of 1 allows any removal.
+func ExceedsDeleteRatio(removed, total int64, ratio float64) bool {
+	if removed <= 0 || ratio >= 1 {
+		return false
+	}
+	return float64(removed) > ratio*float64(total)
+}
+
 // MirrorRun describes a Mirror run to its sink.
 type MirrorRun struct {
 	// Pipeline identifies the pipeline (namespace, name and uid) for what the sink keeps of a

@@ -62,25 +62,18 @@ var _ sink.Mirror = (*Sink)(nil)
 // BeginMirror implements sink.Mirror.
 func (s *Sink) BeginMirror(ctx context.Context, run sink.MirrorRun) (bool, error) {
 	alias := s.target.Index
-	behind, err := s.aliasIndexes(ctx, alias)
-	if err != nil {
-		return false, err
-	}
+	behind, plain, err := s.resolveAlias(ctx)
 	switch {
+	case err != nil:
+		return false, err
 	case len(behind) > 1:
 		return false, failure.Business(fmt.Errorf("%s: the alias points at %d indexes (%s): a Mirror run replaces exactly one",
 			s.name(), len(behind), strings.Join(behind, ", ")))
-	case len(behind) == 0:
-		code, _, err := s.request(ctx, http.MethodHead, "/"+url.PathEscape(alias), nil)
-		if err != nil {
-			return false, err
-		}
-		if code == http.StatusOK {
-			return false, failure.Business(fmt.Errorf("%s is an index, not an alias: a Mirror run rebuilds the index behind "+
-				"the alias %s and swaps it in. Migrate once: create %s-initial (or clone %s into it), then in one "+
-				"POST /_aliases add the alias %s to %s-initial and remove_index %s (docs/deletes.md)",
-				s.name(), alias, alias, alias, alias, alias, alias))
-		}
+	case plain:
+		return false, failure.Business(fmt.Errorf("%s is an index, not an alias: a Mirror run rebuilds the index behind "+
+			"the alias %s and swaps it in. Migrate once: create %s-initial (or clone %s into it), then in one "+
+			"POST /_aliases add the alias %s to %s-initial and remove_index %s (docs/deletes.md)",
+			s.name(), alias, alias, alias, alias, alias, alias))
 	}
 	s.ratio = run.MaxDeleteRatio
 	m := &mirror{}
@@ -91,13 +84,7 @@ func (s *Sink) BeginMirror(ctx context.Context, run sink.MirrorRun) (bool, error
 	if err != nil {
 		return false, err
 	}
-	var detached []string
-	for name := range ours {
-		if name != m.old {
-			detached = append(detached, name)
-		}
-	}
-	sort.Strings(detached)
+	detached := slices.DeleteFunc(ours, func(name string) bool { return name == m.old })
 	if run.Resume {
 		// Only an index created after the one behind the alias can be this pass's: an older
 		// one is the index a swap replaced whose runner died before deleting it.
@@ -248,7 +235,7 @@ func (s *Sink) FinishMirror(ctx context.Context) (int64, error) {
 	if err != nil {
 		return 0, err
 	}
-	if lost := before - after; lost > 0 && s.ratio < 1 && float64(lost) > s.ratio*float64(before) {
+	if lost := before - after; sink.ExceedsDeleteRatio(lost, before, s.ratio) {
 		// The rebuild stays for the next run to discard; readers keep the old index.
 		return 0, failure.Business(fmt.Errorf("%s: the rebuilt index %s holds %d documents, the index behind the alias %d: "+
 			"%d fewer (%.1f%%) is more than target.maxDeleteRatio %g allows, so the alias stays on %s. If the source "+
@@ -306,6 +293,16 @@ func (s *Sink) otherAliases(ctx context.Context, index string) (map[string]map[s
 	return out, nil
 }
 
+// resolveAlias finds what the target names: the indexes behind the alias, or none, and then
+// whether a plain index has that name.
+func (s *Sink) resolveAlias(ctx context.Context) (behind []string, plain bool, err error) {
+	if behind, err = s.aliasIndexes(ctx, s.target.Index); err != nil || len(behind) > 0 {
+		return behind, false, err
+	}
+	code, _, err := s.request(ctx, http.MethodHead, "/"+url.PathEscape(s.target.Index), nil)
+	return nil, code == http.StatusOK, err
+}
+
 // aliasIndexes returns the indexes behind an alias (none when there is no such alias).
 func (s *Sink) aliasIndexes(ctx context.Context, alias string) ([]string, error) {
 	code, body, err := s.request(ctx, http.MethodGet, "/_alias/"+url.PathEscape(alias), nil)
@@ -327,9 +324,9 @@ func (s *Sink) aliasIndexes(ctx context.Context, alias string) ([]string, error)
 	return names, nil
 }
 
-// ownIndexes returns the indexes of the alias's naming pattern that Sluice built for it, with
-// their mark.
-func (s *Sink) ownIndexes(ctx context.Context, alias string) (map[string]mirrorMeta, error) {
+// ownIndexes returns, sorted, the indexes of the alias's naming pattern that Sluice marked as
+// built for it.
+func (s *Sink) ownIndexes(ctx context.Context, alias string) ([]string, error) {
 	code, body, err := s.request(ctx, http.MethodGet, "/"+url.PathEscape(alias+"-*")+"/_mapping?filter_path=*.mappings._meta", nil)
 	if err != nil {
 		return nil, err
@@ -345,13 +342,14 @@ func (s *Sink) ownIndexes(ctx context.Context, alias string) (map[string]mirrorM
 	if code != http.StatusOK || json.Unmarshal(body, &m) != nil {
 		return nil, s.mirrorError("list the indexes "+alias+"-*", code, body)
 	}
-	out := map[string]mirrorMeta{}
+	var out []string
 	for name, def := range m {
 		var meta mirrorMeta
 		if raw, ok := def.Mappings.Meta[metaKey]; ok && json.Unmarshal(raw, &meta) == nil && meta.Alias == alias {
-			out[name] = meta
+			out = append(out, name)
 		}
 	}
+	sort.Strings(out)
 	return out, nil
 }
 
@@ -386,29 +384,6 @@ func (s *Sink) newerThan(ctx context.Context, names []string, index string) ([]s
 		}
 	}
 	return out, nil
-}
-
-// ForgetMirror deletes the rebuilds in progress that Sluice left for the alias (a deleted
-// pipeline's finalizer).
-func (s *Sink) ForgetMirror(ctx context.Context) error {
-	alias := s.target.Index
-	behind, err := s.aliasIndexes(ctx, alias)
-	if err != nil {
-		return err
-	}
-	ours, err := s.ownIndexes(ctx, alias)
-	if err != nil {
-		return err
-	}
-	for name := range ours {
-		if len(behind) == 1 && behind[0] == name {
-			continue
-		}
-		if err := s.deleteIndex(ctx, name); err != nil {
-			return err
-		}
-	}
-	return nil
 }
 
 func (s *Sink) deleteIndex(ctx context.Context, index string) error {
@@ -476,13 +451,9 @@ func (s *Sink) mirrorError(what string, code int, body []byte) error {
 // exists: an Incremental run before any rebuild then writes through the alias.
 func (s *Sink) ensureAlias(ctx context.Context) error {
 	alias := s.target.Index
-	behind, err := s.aliasIndexes(ctx, alias)
-	if err != nil || len(behind) > 0 {
-		return err
-	}
-	code, _, err := s.request(ctx, http.MethodHead, "/"+url.PathEscape(alias), nil)
-	if err != nil || code == http.StatusOK {
-		return err // a plain index: written as before; a Mirror run says how to migrate it
+	behind, plain, err := s.resolveAlias(ctx)
+	if err != nil || len(behind) > 0 || plain {
+		return err // a plain index is written as before; a Mirror run says how to migrate it
 	}
 	req, _ := json.Marshal(map[string]any{
 		"aliases":  map[string]any{alias: map[string]any{}},

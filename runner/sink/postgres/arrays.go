@@ -61,22 +61,7 @@ func (s *Sink) queries(sh *shape, b *batch.Batch) (qs []query, upsert bool, err 
 	}
 	var dels []int
 	if b.Deleted != nil {
-		rows := keep
-		if rows == nil {
-			rows = make([]int, b.Len())
-			for i := range rows {
-				rows[i] = i
-			}
-		}
-		ups := make([]int, 0, len(rows))
-		for _, i := range rows {
-			if b.Deleted[i] {
-				dels = append(dels, i)
-			} else {
-				ups = append(ups, i)
-			}
-		}
-		keep = ups
+		keep, dels = splitDeleted(keep, b.Deleted)
 	}
 	var params [][]byte
 	if keep == nil || len(keep) > 0 {
@@ -106,6 +91,26 @@ func (s *Sink) queries(sh *shape, b *batch.Batch) (qs []query, upsert bool, err 
 		qs = append(qs, query{stmt: sh.seen, params: keys})
 	}
 	return qs, params != nil, nil
+}
+
+// splitDeleted splits the rows to keep (all when nil) into the written and the deleted ones,
+// by the batch's flags.
+func splitDeleted(keep []int, deleted []bool) (ups, dels []int) {
+	if keep == nil {
+		keep = make([]int, len(deleted))
+		for i := range keep {
+			keep[i] = i
+		}
+	}
+	ups = make([]int, 0, len(keep))
+	for _, i := range keep {
+		if deleted[i] {
+			dels = append(dels, i)
+		} else {
+			ups = append(ups, i)
+		}
+	}
+	return ups, dels
 }
 
 // rowsAt returns the rows at the indexes (all when nil), cut to the columns cols (all when

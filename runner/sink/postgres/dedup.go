@@ -15,7 +15,7 @@ import (
 	"github.com/sluice-dev/sluice/runner/batch"
 )
 
-// lastPerKeyRaw is lastPerKey for raw rows: it returns the rows to keep, or nil when no key
+// lastPerKeyRaw is lastPerKeyIndex for raw rows: it returns the rows to keep, or nil when no key
 // repeats. Raw keys compare by their wire bytes. It hashes instead of building a string per
 // row: on a million rows the strings cost more CPU than the rest of the Go side together.
 func (s *Sink) lastPerKeyRaw(raw *batch.Raw, keyIdx []int) []int {
@@ -78,22 +78,9 @@ func (s *Sink) lastPerKeyRaw(raw *batch.Raw, keyIdx []int) []int {
 	return keep
 }
 
-// lastPerKey drops every row whose key appears again later in the batch: one INSERT ... ON
-// CONFLICT cannot touch the same row twice, and the last version is the newest. The common
-// case (no repeats) returns rows unchanged.
-func lastPerKey(rows [][]any, keyIdx []int) [][]any {
-	keep := lastPerKeyIndex(rows, keyIdx)
-	if keep == nil {
-		return rows
-	}
-	out := make([][]any, len(keep))
-	for j, i := range keep {
-		out[j] = rows[i]
-	}
-	return out
-}
-
-// lastPerKeyIndex returns the rows lastPerKey keeps, in order, or nil when no key repeats.
+// lastPerKeyIndex returns the rows to keep when every row whose key appears again later in
+// the batch is dropped: one INSERT ... ON CONFLICT cannot touch the same row twice, and the
+// last version is the newest. It returns nil when no key repeats (the common case).
 func lastPerKeyIndex(rows [][]any, keyIdx []int) []int {
 	last := make(map[string]int, len(rows))
 	var buf []byte

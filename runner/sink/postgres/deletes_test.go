@@ -2,6 +2,7 @@ package postgres
 
 import (
 	"context"
+	"reflect"
 	"testing"
 
 	"github.com/jackc/pgx/v5"
@@ -95,6 +96,25 @@ func TestDeletesByKey(t *testing.T) {
 		}
 		if err := s.Close(ctx); err != nil {
 			t.Fatal(err)
+		}
+	}
+}
+
+func TestSplitDeleted(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		keep      []int
+		deleted   []bool
+		ups, dels []int
+	}{
+		{"every row, some deleted", nil, []bool{false, true, false, true}, []int{0, 2}, []int{1, 3}},
+		{"only the kept rows", []int{1, 2}, []bool{true, true, false}, []int{2}, []int{1}},
+		{"nothing written", nil, []bool{true}, []int{}, []int{0}},
+		{"nothing deleted", []int{0}, []bool{false, true}, []int{0}, nil},
+	} {
+		ups, dels := splitDeleted(tc.keep, tc.deleted)
+		if !reflect.DeepEqual(ups, tc.ups) || !reflect.DeepEqual(dels, tc.dels) {
+			t.Errorf("%s: splitDeleted = %v, %v; want %v, %v", tc.name, ups, dels, tc.ups, tc.dels)
 		}
 	}
 }

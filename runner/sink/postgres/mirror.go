@@ -123,7 +123,7 @@ func (s *Sink) FinishMirror(ctx context.Context) (int64, error) {
 		return 0, fmt.Errorf("sweep %s: %w", s.name(), err)
 	}
 	swept := tag.RowsAffected()
-	if refuseSweep(swept, total, s.ratio) {
+	if sink.ExceedsDeleteRatio(swept, total, s.ratio) {
 		_ = tx.Rollback(ctx)
 		// The next Full run starts over and makes a new table.
 		_, _ = s.conn.Exec(ctx, "DROP TABLE IF EXISTS "+s.side.Sanitize())
@@ -164,14 +164,6 @@ func sweptMark(comment *string) (int64, bool) {
 	}
 	n, err := strconv.ParseInt(strings.TrimPrefix(*comment, sweptPrefix), 10, 64)
 	return n, err == nil
-}
-
-// refuseSweep decides whether a sweep of swept rows out of total exceeds ratio.
-func refuseSweep(swept, total int64, ratio float64) bool {
-	if swept == 0 || ratio >= 1 {
-		return false
-	}
-	return float64(swept) > ratio*float64(total)
 }
 
 // ForgetMirror drops the side table a pipeline's unfinished Mirror run left, if any.

@@ -6,26 +6,6 @@ import (
 	"github.com/jackc/pgx/v5"
 )
 
-func TestRefuseSweep(t *testing.T) {
-	for _, tc := range []struct {
-		swept, total int64
-		ratio        float64
-		refuse       bool
-	}{
-		{0, 0, 0.5, false},
-		{0, 100, 0, false},
-		{1, 100, 0, true},
-		{50, 100, 0.5, false},
-		{51, 100, 0.5, true},
-		{100, 100, 1, false},
-		{100, 100, 0.99, true},
-	} {
-		if got := refuseSweep(tc.swept, tc.total, tc.ratio); got != tc.refuse {
-			t.Errorf("RefuseSweep(%d, %d, %v) = %v, want %v", tc.swept, tc.total, tc.ratio, got, tc.refuse)
-		}
-	}
-}
-
 func TestDeleteSeenAndSweepSQL(t *testing.T) {
 	target, side := pgx.Identifier{"analytics", "t"}, pgx.Identifier{"etl", "mirror_x"}
 	cases := []struct {

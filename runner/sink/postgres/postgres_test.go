@@ -84,7 +84,7 @@ func TestLastPerKey(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			got := lastPerKey(tc.rows, tc.keyIdx)
+			got := rowsAt(tc.rows, lastPerKeyIndex(tc.rows, tc.keyIdx), nil)
 			var flat []string
 			for _, r := range got {
 				var b strings.Builder
@@ -101,7 +101,7 @@ func TestLastPerKey(t *testing.T) {
 				flat = append(flat, b.String())
 			}
 			if fmt.Sprint(flat) != fmt.Sprint(tc.want) {
-				t.Fatalf("lastPerKey = %q, want %q", flat, tc.want)
+				t.Fatalf("lastPerKeyIndex keeps %q, want %q", flat, tc.want)
 			}
 		})
 	}

@@ -126,12 +126,18 @@ def _run(name, fn, rows, origin, dels):
             i = len(out)
             raise _task_failure(name, i if origin is None else origin[i], e) from None
         j = len(out)
-    else:
-        r = rows[0]
+
+    def call(j):
+        r = rows[j]
+        if r.__class__ is Delete:
+            return r
         try:
-            x = r if r.__class__ is Delete else fn(r)
+            return fn(r)
         except BaseException as e:  # noqa: B036
-            raise _task_failure(name, 0 if origin is None else origin[0], e) from None
+            raise _task_failure(name, j if origin is None else origin[j], e) from None
+
+    if dels:
+        x = call(0)
     neworigin = list(range(j)) if origin is None else origin[:j]
     oapp = neworigin.append
     n = len(rows)
@@ -161,11 +167,7 @@ def _run(name, fn, rows, origin, dels):
         j += 1
         if j == n:
             return out, neworigin, dels
-        r = rows[j]
-        try:
-            x = r if r.__class__ is Delete else fn(r)
-        except BaseException as e:  # noqa: B036
-            raise _task_failure(name, j if origin is None else origin[j], e) from None
+        x = call(j)
 
 
 def _decimals(v):
