@@ -50,6 +50,24 @@ type OperatorConfig struct {
 
 	// AllowedTargets is the sink whitelist: nothing else is ever written.
 	AllowedTargets AllowedTargets `json:"allowedTargets"`
+
+	// Redaction says what else the data plane keeps out of status, events and logs.
+	Redaction Redaction `json:"redaction,omitempty"`
+}
+
+// Redaction says what else the data plane keeps out of status, events and logs. Row values
+// never leave it; the checkpoint's cursor and key values do, unless redacted here.
+type Redaction struct {
+	// CheckpointTargets are the targets (`analytics.<table>`, `es:<index>`, or `*` for every
+	// target) whose pipelines show their checkpoint values as `****` in status, events and
+	// logs. The checkpoint itself, in the state database, is unchanged.
+	CheckpointTargets []string `json:"checkpointTargets,omitempty"`
+}
+
+// RedactCheckpoint reports whether the checkpoint values of a pipeline writing target are
+// redacted.
+func (r Redaction) RedactCheckpoint(target string) bool {
+	return slices.Contains(r.CheckpointTargets, "*") || slices.Contains(r.CheckpointTargets, target)
 }
 
 // RunnerConfig says how runner Jobs are made.
@@ -94,6 +112,10 @@ type RunnerConfig struct {
 	JobHistory *JobHistory `json:"jobHistory,omitempty"`
 	// RunHistory is how many etl_runs rows a pipeline keeps, newest first (default 100).
 	RunHistory int `json:"runHistory,omitempty"`
+	// AllowUnsandboxedPython lets a Python transform run when the node's kernel cannot confine
+	// it (no Landlock, no seccomp). Off by default: such a run fails before it reads anything.
+	// When on, the run goes on unconfined and the pipeline's status says so.
+	AllowUnsandboxedPython bool `json:"allowUnsandboxedPython,omitempty"`
 }
 
 // DefaultProgressDeadline is runner.progressDeadline when the configuration leaves it out.
