@@ -51,7 +51,10 @@ func (r *ETLPipelineReconciler) SetupWithManager(mgr ctrl.Manager, opts controll
 	b := ctrl.NewControllerManagedBy(mgr).
 		Named("etlpipeline").
 		For(&etlv1.ETLPipeline{}, builder.WithPredicates(PipelineChanged())).
-		Watches(&batchv1.Job{}, handler.EnqueueRequestsFromMapFunc(jobToPipeline))
+		Watches(&batchv1.Job{}, handler.EnqueueRequestsFromMapFunc(jobToPipeline)).
+		// A namespace's labels may grant it a connection or a target (or take one away).
+		Watches(&corev1.Namespace{}, handler.EnqueueRequestsFromMapFunc(r.namespacePipelines),
+			builder.WithPredicates(predicate.LabelChangedPredicate{}))
 	if r.ConfigChanged != nil {
 		b = b.WatchesRawSource(source.Channel(r.ConfigChanged, &handler.EnqueueRequestForObject{}))
 	}
@@ -85,6 +88,20 @@ func runID(p *etlv1.ETLPipeline) string {
 		return ""
 	}
 	return p.Status.Run.ID
+}
+
+// namespacePipelines maps a namespace to its pipelines.
+func (r *ETLPipelineReconciler) namespacePipelines(ctx context.Context, obj client.Object) []reconcile.Request {
+	list := &etlv1.ETLPipelineList{}
+	if err := r.Client.List(ctx, list, client.InNamespace(obj.GetName())); err != nil {
+		ctrl.LoggerFrom(ctx).Error(err, "list the pipelines of a relabelled namespace", "namespace", obj.GetName())
+		return nil
+	}
+	out := make([]reconcile.Request, 0, len(list.Items))
+	for i := range list.Items {
+		out = append(out, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&list.Items[i])})
+	}
+	return out
 }
 
 // jobToPipeline maps a runner Job to its pipeline: by the annotation holding the full

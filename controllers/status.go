@@ -126,10 +126,10 @@ func activeReason(phase etlv1.Phase, run *etlv1.RunStatus) (string, string) {
 // be gone; a failure the runner reported is told from status.run.
 func failedReady(st *etlv1.ETLPipelineStatus) (string, string) {
 	if c := meta.FindStatusCondition(st.Conditions, etlv1.ConditionReady); c != nil && c.Status == metav1.ConditionFalse {
-		switch c.Reason {
-		case etlv1.ReasonJobFailed, etlv1.ReasonRunUnreported, etlv1.ReasonRunnerNotStarted:
+		switch {
+		case c.Reason == etlv1.ReasonJobFailed, c.Reason == etlv1.ReasonRunUnreported, c.Reason == etlv1.ReasonRunnerNotStarted:
 			return c.Reason, c.Message
-		case etlv1.ReasonInvalidSpec, etlv1.ReasonTargetNotAllowed, etlv1.ReasonUnknownConnection:
+		case isSpecReason(c.Reason):
 			// The problem went away without a new generation (the operator configuration
 			// changed): Failed stays until an explicit request, and says so.
 			return c.Reason, "resolved; change the spec or set " + etlv1.AnnotationRunRequestedAt + " to run again"

@@ -82,11 +82,7 @@ func failedForSpec(st *etlv1.ETLPipelineStatus) bool {
 	if c == nil || c.Status != metav1.ConditionFalse {
 		return false
 	}
-	switch c.Reason {
-	case etlv1.ReasonTargetNotAllowed, etlv1.ReasonUnknownConnection, etlv1.ReasonInvalidSpec:
-		return true
-	}
-	return false
+	return isSpecReason(c.Reason)
 }
 
 // infraFailed reports whether the pipeline is Failed by its last run's infrastructure error.

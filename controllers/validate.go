@@ -12,12 +12,23 @@ import (
 // specProblem is why a spec cannot run. It is terminal: only a new spec (or a new operator
 // configuration) fixes it, so the pipeline is Stalled and nothing is retried.
 type specProblem struct {
-	// Reason is one of ReasonInvalidSpec, ReasonTargetNotAllowed, ReasonUnknownConnection.
+	// Reason is one of ReasonInvalidSpec, ReasonTargetNotAllowed, ReasonUnknownConnection,
+	// ReasonConnectionNotGranted, ReasonTargetNotGranted.
 	Reason  string
 	Message string
 }
 
 func (p *specProblem) Error() string { return p.Reason + ": " + p.Message }
+
+// isSpecReason reports whether a Ready reason is a specProblem's.
+func isSpecReason(reason string) bool {
+	switch reason {
+	case etlv1.ReasonInvalidSpec, etlv1.ReasonTargetNotAllowed, etlv1.ReasonUnknownConnection,
+		etlv1.ReasonConnectionNotGranted, etlv1.ReasonTargetNotGranted:
+		return true
+	}
+	return false
+}
 
 // targetCheck is the whitelist verdict on spec.target, kept apart from specProblem because the
 // TargetAllowed condition reports it even when something else is wrong.
@@ -48,12 +59,19 @@ func checkTarget(spec *etlv1.ETLPipelineSpec, cfg *configv1.OperatorConfig) targ
 		Message: fmt.Sprintf("target %s is in the operator's whitelist", spec.Target.Name)}
 }
 
+// tenant is the namespace a pipeline lives in, as the grants judge it.
+type tenant struct {
+	Name   string
+	Labels map[string]string
+}
+
 // validateSpec checks what the CRD's schema and CEL rules cannot: the schedule parses, the
 // task plan is well formed (again: the API server may predate a rule), the target is
-// whitelisted and every connection exists in the operator configuration. It returns nil for a
-// spec that may run. The first problem wins, in this order: InvalidSpec, TargetNotAllowed,
-// UnknownConnection.
-func validateSpec(spec *etlv1.ETLPipelineSpec, cfg *configv1.OperatorConfig) *specProblem {
+// whitelisted, every connection exists in the operator configuration, and the pipeline's
+// namespace is granted them. It returns nil for a spec that may run. The first problem wins,
+// in this order: InvalidSpec, TargetNotAllowed, UnknownConnection, ConnectionNotGranted,
+// TargetNotGranted.
+func validateSpec(spec *etlv1.ETLPipelineSpec, cfg *configv1.OperatorConfig, ns tenant) *specProblem {
 	if msgs := invalidSpecMessages(spec); len(msgs) > 0 {
 		return &specProblem{Reason: etlv1.ReasonInvalidSpec, Message: strings.Join(msgs, "; ")}
 	}
@@ -66,7 +84,19 @@ func validateSpec(spec *etlv1.ETLPipelineSpec, cfg *configv1.OperatorConfig) *sp
 	if msgs := unknownConnections(spec, cfg); len(msgs) > 0 {
 		return &specProblem{Reason: etlv1.ReasonUnknownConnection, Message: strings.Join(msgs, "; ")}
 	}
+	if refused := cfg.Grants().Check(useOf(spec, cfg), ns.Name, ns.Labels); refused != nil {
+		return &specProblem{Reason: refused.Reason, Message: refused.Message}
+	}
 	return nil
+}
+
+// useOf returns the connections and the target a spec uses, resolved.
+func useOf(spec *etlv1.ETLPipelineSpec, cfg *configv1.OperatorConfig) configv1.Use {
+	kind := etlv1.SinkPostgres
+	if t, err := etlv1.ParseTarget(spec.Target.Name); err == nil {
+		kind = t.Kind
+	}
+	return cfg.UseOf(spec.Source.Connection, spec.Target.Name, targetConnection(spec, cfg, kind))
 }
 
 // scheduleTooFrequent refuses a schedule whose ticks come closer than the operator's

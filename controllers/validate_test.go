@@ -6,6 +6,7 @@ import (
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	configv1 "github.com/sluice-dev/sluice/api/config/v1alpha1"
 	etlv1 "github.com/sluice-dev/sluice/api/v1alpha1"
 )
 
@@ -69,7 +70,7 @@ func TestValidateSpec(t *testing.T) {
 			if tc.mutate != nil {
 				tc.mutate(&s)
 			}
-			got := validateSpec(&s, cfg)
+			got := validateSpec(&s, cfg, tenant{Name: "team"})
 			switch {
 			case tc.wantReason == "" && got != nil:
 				t.Fatalf("valid spec refused: %v", got)
@@ -90,7 +91,7 @@ func TestValidateSpecNoSingleESConnection(t *testing.T) {
 	cfg := testConfig()
 	cfg.Elasticsearch[0].Name = "first" // neither the only one nor `default`
 	s := tasksSpec()
-	got := validateSpec(&s, cfg)
+	got := validateSpec(&s, cfg, tenant{Name: "team"})
 	if got == nil || got.Reason != etlv1.ReasonUnknownConnection {
 		t.Fatalf("validateSpec = %v, want UnknownConnection", got)
 	}
@@ -114,7 +115,7 @@ func TestCheckTarget(t *testing.T) {
 func TestSamplesValidAgainstExampleConfig(t *testing.T) {
 	cfg := exampleConfig(t)
 	for file, p := range samplePipelines(t) {
-		if prob := validateSpec(&p.Spec, cfg); prob != nil {
+		if prob := validateSpec(&p.Spec, cfg, tenant{Name: p.Namespace}); prob != nil {
 			t.Errorf("%s: %v", file, prob)
 		}
 		job, err := BuildRunnerJob(RunnerJobParams{Pipeline: p, Run: &etlv1.RunStatus{ID: "sample01", Generation: 1}, Config: cfg, Namespace: "sluice-system"})
@@ -122,8 +123,58 @@ func TestSamplesValidAgainstExampleConfig(t *testing.T) {
 			t.Errorf("%s: build job: %v", file, err)
 			continue
 		}
-		if job.Spec.Template.Spec.ServiceAccountName != "sluice-runner" {
+		if job.Spec.Template.Spec.ServiceAccountName != RunnerServiceAccount(p) {
 			t.Errorf("%s: runner service account = %q", file, job.Spec.Template.Spec.ServiceAccountName)
 		}
+	}
+}
+
+func TestValidateSpecGrants(t *testing.T) {
+	cfg := testConfig()
+	cfg.Tenancy.DefaultGrant = configv1.GrantNoNamespaces
+	cfg.Postgres[0].Namespaces = []string{"team-a"}                                                          // warehouse
+	cfg.Postgres[2].NamespaceSelector = &metav1.LabelSelector{MatchLabels: map[string]string{"mart": "yes"}} // mart
+	cfg.Elasticsearch[0].NamespaceSelector = &metav1.LabelSelector{}                                         // default: everyone
+	cfg.AllowedTargets.Grants = []configv1.TargetGrant{{Targets: []string{"analytics.orders", "es:customers"}, Grant: configv1.Grant{Namespaces: []string{"team-a", "team-b"}}}}
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	mart := func(s *etlv1.ETLPipelineSpec) { s.Target.Connection = "mart" }
+	for _, tc := range []struct {
+		name       string
+		base       func() etlv1.ETLPipelineSpec
+		mutate     func(s *etlv1.ETLPipelineSpec)
+		ns         tenant
+		wantReason string
+		wantInMsg  string
+	}{
+		{name: "granted by name", base: legacySpec, ns: tenant{Name: "team-a"}},
+		{name: "source not granted", base: legacySpec, ns: tenant{Name: "team-b"}, wantReason: etlv1.ReasonConnectionNotGranted, wantInMsg: `namespace "team-b" is not granted the postgres connection "warehouse"`},
+		{name: "sink connection not granted", base: legacySpec, mutate: mart, ns: tenant{Name: "team-a"}, wantReason: etlv1.ReasonConnectionNotGranted, wantInMsg: `"mart"`},
+		{name: "sink connection granted by label", base: legacySpec, mutate: mart, ns: tenant{Name: "team-a", Labels: map[string]string{"mart": "yes"}}},
+		{name: "target not granted", base: legacySpec, mutate: func(s *etlv1.ETLPipelineSpec) { s.Target.Name = "analytics.customers" }, ns: tenant{Name: "team-a"},
+			wantReason: etlv1.ReasonTargetNotGranted, wantInMsg: `namespace "team-a" is not granted the target analytics.customers`},
+		{name: "es target and its default connection", base: tasksSpec, ns: tenant{Name: "team-a"}},
+		{name: "es connection not granted", base: tasksSpec, mutate: func(s *etlv1.ETLPipelineSpec) { s.Target.Connection = "plain" }, ns: tenant{Name: "team-a"},
+			wantReason: etlv1.ReasonConnectionNotGranted, wantInMsg: `elasticsearch connection "plain"`},
+		{name: "unknown connection wins", base: legacySpec, mutate: func(s *etlv1.ETLPipelineSpec) { s.Source.Connection = "nope" }, ns: tenant{Name: "team-b"},
+			wantReason: etlv1.ReasonUnknownConnection, wantInMsg: "nope"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := tc.base()
+			if tc.mutate != nil {
+				tc.mutate(&s)
+			}
+			got := validateSpec(&s, cfg, tc.ns)
+			switch {
+			case tc.wantReason == "" && got != nil:
+				t.Fatalf("refused: %v", got)
+			case tc.wantReason == "":
+			case got == nil || got.Reason != tc.wantReason:
+				t.Fatalf("got %v, want %s", got, tc.wantReason)
+			case !strings.Contains(got.Message, tc.wantInMsg):
+				t.Fatalf("message %q does not say %q", got.Message, tc.wantInMsg)
+			}
+		})
 	}
 }

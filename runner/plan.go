@@ -209,6 +209,9 @@ func makePlan(cfg *configv1.OperatorConfig, specJSON, generation string, lookupE
 	if len(errs) > 0 {
 		return nil, failure.Business(fmt.Errorf("invalid run: %w", errors.Join(errs...)))
 	}
+	if err := checkGrants(cfg, p, lookupEnv); err != nil {
+		return nil, err
+	}
 	return p, nil
 }
 

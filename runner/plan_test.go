@@ -246,3 +246,40 @@ func TestStreamFingerprints(t *testing.T) {
 		}
 	}
 }
+
+// The runner judges the grants again, from the configuration it reads and the namespace
+// labels the manager passed, before it reads anything.
+func TestMakePlanChecksGrants(t *testing.T) {
+	main, other := &testDB{name: "main", dsn: "postgres://main"}, &testDB{name: "analytics", dsn: "postgres://analytics"}
+	cfg := testConfig(main, other)
+	cfg.Tenancy.DefaultGrant = configv1.GrantNoNamespaces
+	cfg.Postgres[0].Namespaces = []string{"team-a"}
+	cfg.Postgres[1].NamespaceSelector = &metav1.LabelSelector{MatchLabels: map[string]string{"analytics": "on"}}
+	cfg.AllowedTargets.Grants = []configv1.TargetGrant{{Targets: []string{"analytics.items"}, Grant: configv1.Grant{NamespaceSelector: &metav1.LabelSelector{}}}}
+	for _, tc := range []struct {
+		name, ns, labels, targetConn, err string
+	}{
+		{name: "granted", ns: "team-a"},
+		{name: "source not granted", ns: "team-b", err: `ConnectionNotGranted: namespace "team-b" is not granted the postgres connection "main"`},
+		{name: "no namespace", ns: "", err: "ConnectionNotGranted"},
+		{name: "sink not granted", ns: "team-a", targetConn: "analytics", err: `connection "analytics"`},
+		{name: "sink granted by label", ns: "team-a", targetConn: "analytics", labels: `{"analytics":"on"}`},
+		{name: "labels that do not parse", ns: "team-a", labels: `["x"]`, err: configv1.EnvNamespaceLabels},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			env := envOf(main, other)
+			env[configv1.EnvPipelineNamespace] = tc.ns
+			if tc.labels != "" {
+				env[configv1.EnvNamespaceLabels] = tc.labels
+			}
+			lookup := func(k string) (string, bool) { v, ok := env[k]; return v, ok }
+			_, err := makePlan(cfg, specJSON(t, specOpts{sourceConn: "main", targetConn: tc.targetConn, batch: 100}), "1", lookup)
+			switch {
+			case tc.err == "" && err != nil:
+				t.Fatalf("refused: %v", err)
+			case tc.err != "" && (err == nil || !strings.Contains(err.Error(), tc.err) || failure.Classify(err) != etlv1.ErrorBusiness):
+				t.Fatalf("got %v, want a business error containing %q", err, tc.err)
+			}
+		})
+	}
+}

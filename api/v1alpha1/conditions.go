@@ -34,6 +34,11 @@ const (
 	ReasonSucceeded         = "Succeeded"
 	ReasonRunFailed         = "RunFailed"
 	ReasonJobFailed         = "JobFailed"
+	// ReasonConnectionNotGranted: the pipeline's namespace may not use a connection it names
+	// (the operator configuration's grants).
+	ReasonConnectionNotGranted = "ConnectionNotGranted"
+	// ReasonTargetNotGranted: the pipeline's namespace may not write its target.
+	ReasonTargetNotGranted = "TargetNotGranted"
 	// ReasonRunUnreported means the run's Job ended (or vanished) without the runner reporting the
 	// end of the run, so the manager closed the run on its behalf.
 	ReasonRunUnreported = "RunUnreported"

@@ -7,7 +7,6 @@
 package v1alpha1
 
 import (
-	"bytes"
 	"fmt"
 	"os"
 	"regexp"
@@ -20,7 +19,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/validation"
-	"k8s.io/apimachinery/pkg/util/yaml"
+	"sigs.k8s.io/yaml"
 )
 
 // Kind and APIVersion of the configuration file.
@@ -53,6 +52,9 @@ type OperatorConfig struct {
 
 	// Redaction says what else the data plane keeps out of status, events and logs.
 	Redaction Redaction `json:"redaction,omitempty"`
+
+	// Tenancy: the default grant of connections and targets, and the admission policy.
+	Tenancy Tenancy `json:"tenancy,omitempty"`
 }
 
 // Redaction says what else the data plane keeps out of status, events and logs. Row values
@@ -76,8 +78,10 @@ type RunnerConfig struct {
 	Image string `json:"image"`
 	// ImagePullPolicy of the runner container (default IfNotPresent).
 	ImagePullPolicy string `json:"imagePullPolicy,omitempty"`
-	// ServiceAccountName the runner Jobs use: it may only get and patch ETLPipeline status.
-	ServiceAccountName string `json:"serviceAccountName"`
+	// ServiceAccountName is no longer used: each pipeline's runner acts as a service account
+	// of its own, which the manager makes (sluice-run-<hash>). A configuration that sets it
+	// still loads; the manager logs that it is ignored.
+	ServiceAccountName string `json:"serviceAccountName,omitempty"`
 	// BackoffLimit is how many crashed runner pods a run replaces (default 3). Each
 	// replacement resumes from the checkpoint.
 	BackoffLimit *int32 `json:"backoffLimit,omitempty"`
@@ -257,6 +261,9 @@ type PostgresConnection struct {
 	Name string `json:"name"`
 	// DSNSecret holds the connection string (a postgres:// URL or key=value DSN).
 	DSNSecret SecretKeyRef `json:"dsnSecret"`
+	// Grant: the namespaces whose pipelines may use the connection (tenancy.defaultGrant
+	// when it names none).
+	Grant `json:",inline"`
 }
 
 // ElasticsearchConnection is a named Elasticsearch cluster.
@@ -267,6 +274,9 @@ type ElasticsearchConnection struct {
 	// CredentialsSecret optionally names a Secret with keys `username` and `password`, or
 	// `apiKey`, and optionally `ca.crt` (a PEM bundle).
 	CredentialsSecret string `json:"credentialsSecret,omitempty"`
+	// Grant: the namespaces whose pipelines may use the connection (tenancy.defaultGrant
+	// when it names none).
+	Grant `json:",inline"`
 }
 
 // AllowedTargets is the sink whitelist.
@@ -275,6 +285,9 @@ type AllowedTargets struct {
 	PostgresTables []string `json:"postgresTables,omitempty"`
 	// ElasticsearchIndexes are the allowed index names (without the `es:` prefix).
 	ElasticsearchIndexes []string `json:"elasticsearchIndexes,omitempty"`
+	// Grants say which namespaces may write which targets; a target no grant names gets
+	// tenancy.defaultGrant.
+	Grants []TargetGrant `json:"grants,omitempty"`
 }
 
 // Credential keys of an Elasticsearch credentials Secret.
@@ -301,8 +314,9 @@ func Load(path string) (*OperatorConfig, error) {
 // Parse decodes and validates a configuration document, rejecting unknown fields.
 func Parse(data []byte) (*OperatorConfig, error) {
 	cfg := &OperatorConfig{}
-	dec := yaml.NewYAMLOrJSONDecoder(bytes.NewReader(data), 4096)
-	if err := dec.Decode(cfg); err != nil {
+	// Strict: a misspelt field (a grant's "namespace" for "namespaces") must not pass for
+	// an absent one, which may mean "every namespace".
+	if err := yaml.UnmarshalStrict(data, cfg); err != nil {
 		return nil, fmt.Errorf("decode: %w", err)
 	}
 	cfg.Default()
@@ -386,6 +400,7 @@ func (c *OperatorConfig) Validate() error {
 			errs = append(errs, fmt.Sprintf("allowedTargets.postgresTables: %q is not analytics.<table>", t))
 		}
 	}
+	errs = append(errs, c.validateTenancy()...)
 	if len(errs) > 0 {
 		return fmt.Errorf("invalid configuration: %s", strings.Join(errs, "; "))
 	}
@@ -461,6 +476,9 @@ const (
 	EnvRunID             = "SLUICE_RUN_ID"
 	// EnvSpec holds the JSON of the validated, defaulted ETLPipelineSpec the run executes.
 	EnvSpec = "SLUICE_SPEC"
+	// EnvNamespaceLabels is the JSON object of the labels of the pipeline's namespace, as the
+	// manager saw them when it judged the grants; the runner judges them again.
+	EnvNamespaceLabels = "SLUICE_NAMESPACE_LABELS"
 	// EnvGeneration is the spec generation the run executes.
 	EnvGeneration = "SLUICE_GENERATION"
 	// EnvPipelineUID is the pipeline's metadata.uid: the runner keys the pipeline's state by it,
