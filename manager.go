@@ -135,6 +135,7 @@ func startManager(f *managerFlags) error {
 	reloader := &controllers.ConfigReconciler{
 		Client: mgr.GetClient(), Recorder: mgr.GetEventRecorder(controllers.ControllerName), Store: store,
 		Namespace: f.namespace, Name: cfg.Runner.ConfigMapName, Key: cfg.Runner.ConfigMapKey, Changed: changed,
+		Policy: &controllers.GrantsPolicy{Client: mgr.GetClient(), Reader: mgr.GetAPIReader()},
 	}
 	if err := reloader.SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("set up the configuration reloader: %w", err)
@@ -147,7 +148,15 @@ func startManager(f *managerFlags) error {
 	}
 	// Connection names only: the configuration holds no credential, but say so by design.
 	logger.Info("starting", "version", version, "namespace", f.namespace, "config", f.configPath,
-		"postgresConnections", len(cfg.Postgres), "elasticsearchConnections", len(cfg.Elasticsearch))
+		"postgresConnections", len(cfg.Postgres), "elasticsearchConnections", len(cfg.Elasticsearch),
+		"defaultGrant", cfg.Tenancy.Default(), "admissionPolicy", cfg.Tenancy.Admission())
+	if cfg.Runner.ServiceAccountName != "" {
+		logger.Info("runner.serviceAccountName is ignored: each pipeline's runner gets a service account of its own",
+			"serviceAccountName", cfg.Runner.ServiceAccountName)
+	}
+	if cfg.Tenancy.DefaultGrant == "" {
+		logger.Info("tenancy.defaultGrant is not set: every namespace may use the connections and targets that name no namespaces (AllNamespaces); set NoNamespaces on an operator shared by several teams")
+	}
 	if err := mgr.Start(ctrl.SetupSignalHandler()); err != nil {
 		return fmt.Errorf("manager stopped: %w", err)
 	}

@@ -54,6 +54,9 @@ type ConfigReconciler struct {
 	// Changed receives an event per pipeline after a valid change (the pipeline
 	// controller's channel source).
 	Changed chan<- event.GenericEvent
+	// Policy, when set, keeps the grants admission policy in line with the configuration in
+	// force, at start and after every valid change.
+	Policy *GrantsPolicy
 }
 
 // Reconcile implements reconcile.Reconciler.
@@ -78,6 +81,13 @@ func (c *ConfigReconciler) Reconcile(ctx context.Context, _ ctrl.Request) (ctrl.
 			"%s: the configuration in force is kept", redact(err.Error()))
 		log.FromContext(ctx).Error(err, "invalid operator configuration; keeping the one in force")
 		return ctrl.Result{}, nil
+	}
+	if c.Policy != nil {
+		if err := c.Policy.Apply(ctx, cfg); err != nil {
+			c.Recorder.Eventf(cm, nil, corev1.EventTypeWarning, "AdmissionPolicyNotWritten", "Reload",
+				"the grants admission policy %s was not written: %v", GrantsPolicyName, err)
+			return ctrl.Result{}, err
+		}
 	}
 	if reflect.DeepEqual(cfg, c.Store.Get()) {
 		return ctrl.Result{}, nil

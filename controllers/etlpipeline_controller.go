@@ -42,6 +42,9 @@ const conflictRequeue = 200 * time.Millisecond
 // +kubebuilder:rbac:groups=etl.sluice.dev,resources=etlpipelines/status,verbs=get;update;patch
 // +kubebuilder:rbac:groups=etl.sluice.dev,resources=etlpipelines/finalizers,verbs=update
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
+// +kubebuilder:rbac:groups="",resources=namespaces,verbs=get;list;watch
+// +kubebuilder:rbac:groups="",namespace=sluice-system,resources=serviceaccounts,verbs=create;delete
+// +kubebuilder:rbac:groups=rbac.authorization.k8s.io,resources=roles;rolebindings,verbs=create;delete
 // +kubebuilder:rbac:groups=batch,namespace=sluice-system,resources=jobs,verbs=get;list;watch;create;delete
 // +kubebuilder:rbac:groups="",namespace=sluice-system,resources=pods,verbs=get;list
 // +kubebuilder:rbac:groups="",namespace=sluice-system,resources=configmaps,verbs=get;list;watch
@@ -88,6 +91,8 @@ type pass struct {
 	problem *specProblem
 	target  targetCheck
 	sched   cron.Schedule
+	// tenant is the pipeline's namespace as the grants judged it.
+	tenant tenant
 
 	// job is the Job of status.run (nil when absent), outcome its verdict.
 	job     *batchv1.Job
@@ -245,6 +250,9 @@ func (r *ETLPipelineReconciler) reconcileDelete(ctx context.Context, p *etlv1.ET
 	if res, done, err := r.forgetState(ctx, p, forget); err != nil || !done {
 		return res, err
 	}
+	if err := r.deleteRunnerIdentity(ctx, p); err != nil {
+		return ctrl.Result{}, err
+	}
 	orig := p.DeepCopy()
 	controllerutil.RemoveFinalizer(p, etlv1.Finalizer)
 	if err := r.Client.Patch(ctx, p, client.MergeFromWithOptions(orig, client.MergeFromWithOptimisticLock{}), client.FieldOwner(FieldOwner)); err != nil {
@@ -303,9 +311,15 @@ func (r *ETLPipelineReconciler) forgetDeadline() time.Duration {
 // reconcileSpec validates the spec against the operator configuration. A problem is not
 // returned at once: a run already in flight executes its own validated snapshot and must
 // still be followed (paused, judged) to its end.
-func (r *ETLPipelineReconciler) reconcileSpec(_ context.Context, s *pass) (ctrl.Result, error) {
+func (r *ETLPipelineReconciler) reconcileSpec(ctx context.Context, s *pass) (ctrl.Result, error) {
+	s.tenant = tenant{Name: s.p.Namespace}
+	ns := &corev1.Namespace{}
+	if err := r.Client.Get(ctx, types.NamespacedName{Name: s.p.Namespace}, ns); client.IgnoreNotFound(err) != nil {
+		return ctrl.Result{}, fmt.Errorf("get namespace %s of pipeline %s: %w", s.p.Namespace, s.p.Name, err)
+	}
+	s.tenant.Labels = ns.Labels
 	s.target = checkTarget(&s.p.Spec, r.config())
-	s.problem = validateSpec(&s.p.Spec, r.config())
+	s.problem = validateSpec(&s.p.Spec, r.config(), s.tenant)
 	if s.problem == nil && s.p.Spec.Schedule != "" {
 		sched, err := parseSchedule(s.p.Spec.Schedule)
 		if err != nil { // validateSpec parsed it already
@@ -538,7 +552,11 @@ func (r *ETLPipelineReconciler) ensureJob(ctx context.Context, s *pass) error {
 		r.replan(ctx, s, "the spec changed before the job was created")
 		return nil
 	}
-	job, err := BuildRunnerJob(RunnerJobParams{Pipeline: p, Run: run, Config: r.config(), Namespace: r.Namespace})
+	if err := r.ensureRunnerIdentity(ctx, p); err != nil {
+		return err
+	}
+	job, err := BuildRunnerJob(RunnerJobParams{Pipeline: p, Run: run, Config: r.config(), Namespace: r.Namespace,
+		NamespaceLabels: s.tenant.Labels})
 	if err != nil {
 		return reconcile.TerminalError(err)
 	}

@@ -105,18 +105,19 @@ func waitForRun(ctx context.Context, p *etlv1.ETLPipeline, trigger etlv1.RunTrig
 	return run
 }
 
-// The runner's side of the contract, played by hand with the runner's service account: every
-// write is an Update of the status subresource on a freshly read object, so the
-// resourceVersion guards it.
+// The runner's side of the contract, played by hand with the pipeline's runner service
+// account and a token bound to a pod of the run's Job: every write is an Update of the status
+// subresource on a freshly read object, so the resourceVersion guards it.
 func runnerWrite(ctx context.Context, p *etlv1.ETLPipeline, runID string, from []etlv1.Phase, mutate func(st *etlv1.ETLPipelineStatus)) {
+	reader := runnerClientFor(p, "")
 	Eventually(func(g Gomega) {
 		cur := &etlv1.ETLPipeline{}
-		g.Expect(runnerClient.Get(ctx, client.ObjectKeyFromObject(p), cur)).To(Succeed())
+		g.Expect(reader.Get(ctx, client.ObjectKeyFromObject(p), cur)).To(Succeed())
 		g.Expect(cur.Status.Run).NotTo(BeNil())
 		g.Expect(cur.Status.Run.ID).To(Equal(runID), "the runner only writes its own run")
 		g.Expect(from).To(ContainElement(cur.Status.Phase))
 		mutate(&cur.Status)
-		g.Expect(runnerClient.Status().Update(ctx, cur)).To(Succeed())
+		g.Expect(runnerClientFor(p, cur.Status.Run.JobName+"-x7k2p").Status().Update(ctx, cur)).To(Succeed())
 	}, timeout, interval).Should(Succeed())
 }
 
@@ -270,7 +271,7 @@ var _ = Describe("ETLPipeline reconciler", func() {
 		Expect(envOf(&job, configv1.EnvPipelineNamespace)).To(Equal(ns))
 		Expect(envOf(&job, configv1.EnvGeneration)).To(Equal("1"))
 		Expect(envOf(&job, configv1.EnvSpec)).To(ContainSubstring(`"connection":"warehouse"`))
-		Expect(job.Spec.Template.Spec.ServiceAccountName).To(Equal(operatorConfig.Runner.ServiceAccountName))
+		Expect(job.Spec.Template.Spec.ServiceAccountName).To(Equal(RunnerServiceAccount(getPipeline(ctx, p))))
 
 		Consistently(func() []batchv1.Job { return jobsOf(ctx, p) }, quiet, interval).Should(HaveLen(1))
 		Eventually(func() []string {

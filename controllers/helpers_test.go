@@ -21,9 +21,9 @@ func testConfig() *configv1.OperatorConfig {
 		APIVersion: configv1.APIVersion,
 		Kind:       configv1.Kind,
 		Runner: configv1.RunnerConfig{
-			Image:              "ghcr.io/sluice-dev/sluice:test",
-			ServiceAccountName: "sluice-runner",
-			ConfigMapName:      "sluice-config",
+			Image: "ghcr.io/sluice-dev/sluice:test",
+
+			ConfigMapName: "sluice-config",
 		},
 		StateConnection: "state",
 		Postgres: []configv1.PostgresConnection{

@@ -158,6 +158,9 @@ type RunnerJobParams struct {
 	Config   *configv1.OperatorConfig
 	// Namespace is the operator's namespace, where runner Jobs and connection Secrets live.
 	Namespace string
+	// NamespaceLabels are the labels of the pipeline's namespace the grants were judged on:
+	// the runner judges them again, against the configuration it reads.
+	NamespaceLabels map[string]string
 }
 
 // BuildRunnerJob builds the runner Job of a run. It is pure: no client call, the same input
@@ -176,6 +179,11 @@ func BuildRunnerJob(in RunnerJobParams) (*batchv1.Job, error) {
 		{Name: configv1.EnvPipelineUID, Value: string(p.UID)},
 		{Name: configv1.EnvRunID, Value: run.ID},
 		{Name: configv1.EnvGeneration, Value: strconv.FormatInt(run.Generation, 10)},
+	}
+	if len(in.NamespaceLabels) > 0 {
+		// A map of strings always marshals, in sorted key order: the Job stays deterministic.
+		labels, _ := json.Marshal(in.NamespaceLabels)
+		env = append(env, corev1.EnvVar{Name: configv1.EnvNamespaceLabels, Value: string(labels)})
 	}
 	for _, v := range configv1.SpecEnv(string(specJSON)) {
 		env = append(env, corev1.EnvVar{Name: v.Name, Value: v.Value})
@@ -269,7 +277,8 @@ func BuildRunnerJob(in RunnerJobParams) (*batchv1.Job, error) {
 			PodReplacementPolicy:    ptr.To(batchv1.Failed),
 			TTLSecondsAfterFinished: ptr.To(jobTTL),
 			PodFailurePolicy:        runnerFailurePolicy(),
-			Template:                runnerPod(cfg, labels, []string{"runner", "--config", configv1.DefaultConfigPath}, env, volumes, mounts),
+			Template: runnerPod(cfg, RunnerServiceAccount(p), labels, []string{"runner", "--config", configv1.DefaultConfigPath},
+				env, volumes, mounts),
 		},
 	}
 	return job, nil
@@ -297,16 +306,16 @@ func runnerFailurePolicy() *batchv1.PodFailurePolicy {
 }
 
 // runnerPod is the pod template of a runner Job: the runner container, hardened, with the
-// given arguments, environment and volumes.
-func runnerPod(cfg *configv1.OperatorConfig, labels map[string]string, args []string, env []corev1.EnvVar,
+// given arguments, environment and volumes. account is the pipeline's runner service account,
+// whose token the runner patches the status with; "" runs the pod with no token at all.
+func runnerPod(cfg *configv1.OperatorConfig, account string, labels map[string]string, args []string, env []corev1.EnvVar,
 	volumes []corev1.Volume, mounts []corev1.VolumeMount) corev1.PodTemplateSpec {
 	return corev1.PodTemplateSpec{
 		ObjectMeta: metav1.ObjectMeta{Labels: labels},
 		Spec: corev1.PodSpec{
-			RestartPolicy:      corev1.RestartPolicyNever,
-			ServiceAccountName: cfg.Runner.ServiceAccountName,
-			// The runner patches the pipeline's status with this account's token.
-			AutomountServiceAccountToken: ptr.To(true),
+			RestartPolicy:                corev1.RestartPolicyNever,
+			ServiceAccountName:           account,
+			AutomountServiceAccountToken: ptr.To(account != ""),
 			SecurityContext: &corev1.PodSecurityContext{
 				RunAsNonRoot:   ptr.To(true),
 				SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
@@ -392,7 +401,8 @@ func BuildForgetJob(p *etlv1.ETLPipeline, cfg *configv1.OperatorConfig, namespac
 			ActiveDeadlineSeconds:   ptr.To(int64(deadline.Seconds())),
 			TTLSecondsAfterFinished: ptr.To(forgetTTL),
 			PodFailurePolicy:        runnerFailurePolicy(),
-			Template: runnerPod(cfg, labels, []string{"runner", "--config", configv1.DefaultConfigPath, "--forget"},
+			// It talks to the state database only: no token.
+			Template: runnerPod(cfg, "", labels, []string{"runner", "--config", configv1.DefaultConfigPath, "--forget"},
 				env, volumes, mounts),
 		},
 	}, nil

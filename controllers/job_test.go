@@ -145,7 +145,7 @@ func TestBuildRunnerJob(t *testing.T) {
 		if pod.RestartPolicy != corev1.RestartPolicyNever {
 			t.Errorf("restartPolicy = %s", pod.RestartPolicy)
 		}
-		if pod.ServiceAccountName != "sluice-runner" || pod.AutomountServiceAccountToken == nil || !*pod.AutomountServiceAccountToken {
+		if pod.ServiceAccountName != RunnerServiceAccount(p) || pod.AutomountServiceAccountToken == nil || !*pod.AutomountServiceAccountToken {
 			t.Errorf("service account = %q automount=%v", pod.ServiceAccountName, pod.AutomountServiceAccountToken)
 		}
 		if len(pod.Containers) != 1 {

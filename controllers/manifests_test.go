@@ -8,10 +8,14 @@ import (
 	"slices"
 	"testing"
 
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/labels"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"sigs.k8s.io/yaml"
 
@@ -61,7 +65,7 @@ func strict(t *testing.T, u *unstructured.Unstructured, out any) {
 }
 
 func TestKustomizations(t *testing.T) {
-	for _, dir := range []string{"config/crd", "config/rbac", "config/manager", "config/samples"} {
+	for _, dir := range []string{"config/crd", "config/rbac", "config/manager", "config/samples", "config/networkpolicy"} {
 		if objs := kustomize(t, dir); len(objs) == 0 {
 			t.Errorf("%s builds to nothing", dir)
 		}
@@ -97,10 +101,15 @@ func TestKustomizations(t *testing.T) {
 			strict(t, u, &corev1.ServiceAccount{})
 		case "Namespace":
 			strict(t, u, &corev1.Namespace{})
+		case "ValidatingAdmissionPolicy":
+			strict(t, u, &admissionregistrationv1.ValidatingAdmissionPolicy{})
+		case "ValidatingAdmissionPolicyBinding":
+			strict(t, u, &admissionregistrationv1.ValidatingAdmissionPolicyBinding{})
 		}
 	}
-	want := map[string]int{"CustomResourceDefinition": 1, "Namespace": 1, "ServiceAccount": 2, "ClusterRole": 2, "ClusterRoleBinding": 2,
-		"Role": 2, "RoleBinding": 2, "ConfigMap": 1, "Deployment": 1}
+	// One account: each pipeline's runner gets its own from the manager.
+	want := map[string]int{"CustomResourceDefinition": 1, "Namespace": 1, "ServiceAccount": 1, "ClusterRole": 1, "ClusterRoleBinding": 1,
+		"Role": 2, "RoleBinding": 2, "ConfigMap": 1, "Deployment": 1, "ValidatingAdmissionPolicy": 1, "ValidatingAdmissionPolicyBinding": 1}
 	for k, n := range want {
 		if kinds[k] != n {
 			t.Errorf("config/default has %d %s, want %d", kinds[k], k, n)
@@ -137,5 +146,39 @@ func TestKustomizations(t *testing.T) {
 	}
 	if cfg.Runner.ConfigMapName != cm.Name || pod.Volumes[0].ConfigMap.Name != cm.Name {
 		t.Errorf("runner.configMapName = %q, Deployment mounts %q, ConfigMap is %q", cfg.Runner.ConfigMapName, pod.Volumes[0].ConfigMap.Name, cm.Name)
+	}
+}
+
+// The runner NetworkPolicy selects every runner pod, lets nothing in, and lets out only DNS,
+// the API server, Postgres and Elasticsearch.
+func TestRunnerNetworkPolicy(t *testing.T) {
+	objs := kustomize(t, "config/networkpolicy")
+	if len(objs) != 1 || objs[0].GetKind() != "NetworkPolicy" {
+		t.Fatalf("config/networkpolicy: %d objects", len(objs))
+	}
+	np := &networkingv1.NetworkPolicy{}
+	strict(t, objs[0], np)
+	sel, err := metav1.LabelSelectorAsSelector(&np.Spec.PodSelector)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !sel.Matches(labels.Set(jobLabels(newPipeline("team", "p", legacySpec()), "r1"))) {
+		t.Error("the policy does not select runner pods")
+	}
+	if !slices.Equal(np.Spec.PolicyTypes, []networkingv1.PolicyType{networkingv1.PolicyTypeIngress, networkingv1.PolicyTypeEgress}) || len(np.Spec.Ingress) != 0 {
+		t.Errorf("policy types %v, ingress %v: want no ingress at all", np.Spec.PolicyTypes, np.Spec.Ingress)
+	}
+	var ports []int32
+	for _, r := range np.Spec.Egress {
+		if len(r.To) == 0 || len(r.Ports) == 0 {
+			t.Errorf("an egress rule open to every peer or every port: %+v", r)
+		}
+		for _, p := range r.Ports {
+			ports = append(ports, p.Port.IntVal)
+		}
+	}
+	slices.Sort(ports)
+	if want := []int32{53, 53, 443, 5432, 6443, 9200}; !slices.Equal(ports, want) {
+		t.Errorf("egress ports %v, want %v", ports, want)
 	}
 }

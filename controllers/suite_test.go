@@ -41,8 +41,10 @@ const operatorNamespace = "sluice-system"
 var (
 	// k8sClient talks to the API server directly, as a cluster admin.
 	k8sClient client.Client
-	// runnerClient talks to the API server as the runner's service account.
-	runnerClient client.Client
+	// adminConfig is the suite's API server, as a cluster admin.
+	adminConfig *rest.Config
+	// suiteScheme knows the pipelines and the built-in kinds.
+	suiteScheme *runtime.Scheme
 	// writes counts the reconciler's own writes, per pipeline.
 	writes *countingClient
 	// operatorConfig is the example configuration of config/manager, which the manager runs.
@@ -58,8 +60,10 @@ var _ = BeforeSuite(func() {
 	ctrl.SetLogger(zap.New(zap.WriteTo(GinkgoWriter), zap.UseDevMode(true)))
 
 	restCfg, _ := testenv.StartAPIServer(GinkgoT())
+	adminConfig = restCfg
 
 	scheme := runtime.NewScheme()
+	suiteScheme = scheme
 	Expect(clientgoscheme.AddToScheme(scheme)).To(Succeed())
 	Expect(etlv1.AddToScheme(scheme)).To(Succeed())
 
@@ -78,11 +82,9 @@ var _ = BeforeSuite(func() {
 
 	// The manager and the runner act as their service accounts, with the RBAC of config/rbac:
 	// every spec also proves that the roles suffice.
-	for _, f := range []string{"service_account.yaml", "role.yaml", "role_binding.yaml", "runner_role.yaml", "leader_election_role.yaml", "leader_election_role_binding.yaml"} {
+	for _, f := range []string{"service_account.yaml", "role.yaml", "role_binding.yaml", "runner_policy.yaml", "leader_election_role.yaml", "leader_election_role_binding.yaml"} {
 		applyManifest(context.Background(), repoFile("config/rbac/"+f))
 	}
-	runnerClient, err = client.New(impersonate(restCfg, "sluice-runner"), client.Options{Scheme: scheme})
-	Expect(err).NotTo(HaveOccurred())
 
 	// The real manager, wired as `sluice manager` wires it.
 	mgr, err := ctrl.NewManager(impersonate(restCfg, "sluice-manager"), ctrl.Options{
@@ -115,7 +117,8 @@ var _ = BeforeSuite(func() {
 	}
 	Expect(r.SetupWithManager(mgr, controller.Options{MaxConcurrentReconciles: 4, SkipNameValidation: ptr.To(true)})).To(Succeed())
 	reloader := &ConfigReconciler{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorder(ControllerName), Store: configs,
-		Namespace: operatorNamespace, Name: operatorConfig.Runner.ConfigMapName, Key: operatorConfig.Runner.ConfigMapKey, Changed: changed}
+		Namespace: operatorNamespace, Name: operatorConfig.Runner.ConfigMapName, Key: operatorConfig.Runner.ConfigMapKey, Changed: changed,
+		Policy: &GrantsPolicy{Client: mgr.GetClient(), Reader: mgr.GetAPIReader()}}
 	Expect(reloader.SetupWithManager(mgr)).To(Succeed())
 
 	ctx, cancel := context.WithCancel(context.Background())
@@ -219,6 +222,22 @@ func impersonate(cfg *rest.Config, name string) *rest.Config {
 	c := rest.CopyConfig(cfg)
 	c.Impersonate = rest.ImpersonationConfig{UserName: "system:serviceaccount:" + operatorNamespace + ":" + name}
 	return c
+}
+
+// podNameExtra is the user-info key under which a pod-bound token names its pod.
+const podNameExtra = "authentication.kubernetes.io/pod-name"
+
+// runnerClientFor returns a client acting as p's runner service account, as a token bound to
+// pod (a name of "" acts as an unbound token) would.
+func runnerClientFor(p *etlv1.ETLPipeline, pod string) client.Client {
+	GinkgoHelper()
+	c := impersonate(adminConfig, RunnerServiceAccount(p))
+	if pod != "" {
+		c.Impersonate.Extra = map[string][]string{podNameExtra: {pod}}
+	}
+	out, err := client.New(c, client.Options{Scheme: suiteScheme})
+	Expect(err).NotTo(HaveOccurred())
+	return out
 }
 
 // applyManifest creates every object of a multi-document YAML file.

@@ -84,7 +84,6 @@ data:
     kind: OperatorConfig
     runner:
       image: %s
-      serviceAccountName: sluice-runner
       backoffLimit: 3
       configMapName: sluice-config
       configMapKey: config.yaml
