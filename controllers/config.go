@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"reflect"
 	"sync/atomic"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -82,15 +83,20 @@ func (c *ConfigReconciler) Reconcile(ctx context.Context, _ ctrl.Request) (ctrl.
 		log.FromContext(ctx).Error(err, "invalid operator configuration; keeping the one in force")
 		return ctrl.Result{}, nil
 	}
+	// The policy is a second line: a policy that cannot be written (an API server before
+	// 1.30, a missing permission) does not hold the configuration back; it is tried again.
+	var res ctrl.Result
 	if c.Policy != nil {
 		if err := c.Policy.Apply(ctx, cfg); err != nil {
 			c.Recorder.Eventf(cm, nil, corev1.EventTypeWarning, "AdmissionPolicyNotWritten", "Reload",
-				"the grants admission policy %s was not written: %v", GrantsPolicyName, err)
-			return ctrl.Result{}, err
+				"the grants admission policy %s was not written (the reconciler and the runner still judge the grants): %v",
+				GrantsPolicyName, err)
+			log.FromContext(ctx).Error(err, "the grants admission policy was not written", "policy", GrantsPolicyName)
+			res.RequeueAfter = time.Minute
 		}
 	}
 	if reflect.DeepEqual(cfg, c.Store.Get()) {
-		return ctrl.Result{}, nil
+		return res, nil
 	}
 	c.Store.p.Store(cfg)
 	pipelines := &etlv1.ETLPipelineList{}
@@ -108,7 +114,7 @@ func (c *ConfigReconciler) Reconcile(ctx context.Context, _ ctrl.Request) (ctrl.
 			return ctrl.Result{}, ctx.Err()
 		}
 	}
-	return ctrl.Result{}, nil
+	return res, nil
 }
 
 // SetupWithManager registers the reconciler for the one ConfigMap.
