@@ -228,10 +228,12 @@ func (e *executor) run(ctx context.Context) Result {
 	stages, err := transform.Build(ctx, &pl.spec, transform.Options{
 		Python: e.opts.Python, PythonMemoryLimit: e.opts.PythonMemoryLimit,
 		Keys: pl.keys, SinkKey: pl.sinkKey, Log: e.log,
+		AllowUnsandboxed: e.p.Config.Runner.AllowUnsandboxedPython,
 	})
 	if err != nil {
 		return e.fail(ctx, nil, err)
 	}
+	e.reportConfinement(ctx, transform.Confinement(stages))
 	defer func() {
 		for _, s := range stages {
 			_ = s.Close()

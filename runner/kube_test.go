@@ -7,11 +7,13 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
@@ -183,6 +185,25 @@ func TestWithAPIServer(t *testing.T) {
 			p.Status.Run.CompletionTime == nil || p.Status.Run.ErrorClass != "" {
 			t.Fatalf("after the resumed run: phase %s, run %+v", p.Status.Phase, p.Status.Run)
 		}
+	})
+
+	t.Run("a python run says in its status how its transforms are confined", func(t *testing.T) {
+		db := newTestDB(t, "main")
+		createSource(t, db, 50)
+		createTarget(t, db, "items")
+		spec := strings.Replace(specJSON(t, specOpts{sourceConn: "main", batch: 100}), `"batchSize"`,
+			`"tasks":[{"name":"read","sql":"SELECT id, updated_at, name, amount, doc FROM src"},{"name":"same","python":"def transform(row):\n    return row\n"}],"batchSize"`, 1)
+		key := api.createPipeline(t, "confined", spec)
+		api.request(t, key, "run-1", etlv1.TriggerCreated)
+		res := runWithKube(t, api, key, "run-1", testConfig(db), envOf(db), spec, Options{})
+		requireOutcome(t, res, OutcomeIdle, configv1.ExitOK)
+		c := meta.FindStatusCondition(api.get(t, key).Status.Conditions, etlv1.ConditionSandboxed)
+		if c == nil || c.Status != metav1.ConditionTrue || c.Reason != etlv1.ReasonConfined ||
+			!strings.Contains(c.Message, "landlock") || !strings.Contains(c.Message, "seccomp") {
+			t.Fatalf("Sandboxed condition: %+v", c)
+		}
+		t.Logf("on this kernel: %s", c.Message)
+		sinkMatchesSource(t, db, db, "items")
 	})
 
 	t.Run("a failure reaches the status", func(t *testing.T) {

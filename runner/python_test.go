@@ -144,7 +144,7 @@ func TestPythonFailuresFailTheRunBeforeTheirBatch(t *testing.T) {
 		want    []string
 	}{
 		{"exception", "def transform(row):\n    if row['id'] == 700:\n        raise KeyError('email')\n    return row\n", 0,
-			[]string{`task "check" raised an exception at reader row (id=700)`, "KeyError: 'email'", `File "<task check>", line 3`}},
+			[]string{`task "check" raised an exception at reader row (id=700)`, "KeyError", `File "<task check>", line 3`}},
 		{"timeout", "import time\ndef transform(row):\n    if row['id'] == 700:\n        time.sleep(60)\n    return row\n", time.Second,
 			[]string{`exceeded the transform timeout of 1s on a batch of 500 rows: task "check" was at reader row (id=700)`}},
 		{"non-dict return", "def transform(row):\n    return 'oops' if row['id'] == 700 else row\n", 0,

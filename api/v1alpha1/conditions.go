@@ -13,6 +13,11 @@ const (
 	// ConditionCheckpointReset is written by the runner when it started a stream from an
 	// empty checkpoint because the pipeline's identity changed (see the reasons below).
 	ConditionCheckpointReset = "CheckpointReset"
+	// ConditionSandboxed is written by the runner of a pipeline with Python tasks: True
+	// (reason Confined) naming the kernel mechanisms that confine the transforms, False
+	// (reason Unconfined) when they run without a sandbox, which only the operator's
+	// runner.allowUnsandboxedPython permits.
+	ConditionSandboxed = "Sandboxed"
 	// ConditionRunnerStarted is False, with the pod's reason (CreateContainerConfigError,
 	// ImagePullBackOff, Unschedulable, ...), while a requested run's runner pod cannot start.
 	ConditionRunnerStarted = "RunnerStarted"
@@ -34,6 +39,9 @@ const (
 	ReasonSucceeded         = "Succeeded"
 	ReasonRunFailed         = "RunFailed"
 	ReasonJobFailed         = "JobFailed"
+	// ReasonConfined and ReasonUnconfined are the reasons of the Sandboxed condition.
+	ReasonConfined   = "Confined"
+	ReasonUnconfined = "Unconfined"
 	// ReasonConnectionNotGranted: the pipeline's namespace may not use a connection it names
 	// (the operator configuration's grants).
 	ReasonConnectionNotGranted = "ConnectionNotGranted"

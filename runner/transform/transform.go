@@ -58,6 +58,10 @@ type Options struct {
 	Keys, SinkKey []string
 	// Log receives the python worker's start and output.
 	Log *slog.Logger
+	// AllowUnsandboxed lets python tasks run unconfined on a kernel that cannot sandbox their
+	// worker (runner.allowUnsandboxedPython); when off, Build fails there with a business
+	// error. Confinement tells what applied.
+	AllowUnsandboxed bool
 }
 
 // Build returns the stages of a spec's task plan after its SQL reader. A plan without
@@ -79,11 +83,12 @@ func Build(ctx context.Context, spec *etlv1.ETLPipelineSpec, opts Options) ([]St
 		return []Stage{Identity{}}, nil
 	}
 	popts := python.Options{
-		Python:      opts.Python,
-		MemoryLimit: opts.PythonMemoryLimit,
-		Keys:        opts.Keys,
-		SinkKey:     opts.SinkKey,
-		Log:         opts.Log,
+		Python:           opts.Python,
+		MemoryLimit:      opts.PythonMemoryLimit,
+		Keys:             opts.Keys,
+		SinkKey:          opts.SinkKey,
+		Log:              opts.Log,
+		AllowUnsandboxed: opts.AllowUnsandboxed,
 	}
 	if spec.TransformTimeout != nil {
 		popts.Timeout = spec.TransformTimeout.Duration
@@ -116,4 +121,17 @@ func IsIdentity(stages []Stage) bool {
 		}
 	}
 	return true
+}
+
+// Confinement describes what confines the python worker of stages, for the run's status:
+// "" when no stage runs python, else python.Stage.Confinement ("landlock ABI 7 (filesystem,
+// tcp, signals, ptrace); seccomp (sockets, io_uring, ptrace)"), which starts with "none:"
+// when the worker runs unconfined because AllowUnsandboxed allowed it.
+func Confinement(stages []Stage) string {
+	for _, s := range stages {
+		if c, ok := s.(interface{ Confinement() string }); ok {
+			return c.Confinement()
+		}
+	}
+	return ""
 }

@@ -2,12 +2,14 @@ package transform
 
 import (
 	"context"
+	"os"
 	"strings"
 	"testing"
 
 	etlv1 "github.com/sluice-dev/sluice/api/v1alpha1"
 	"github.com/sluice-dev/sluice/runner/batch"
 	"github.com/sluice-dev/sluice/runner/failure"
+	"github.com/sluice-dev/sluice/runner/sandbox"
 )
 
 func TestBuild(t *testing.T) {
@@ -33,6 +35,9 @@ func TestBuild(t *testing.T) {
 			if err != nil || !IsIdentity(stages) {
 				t.Fatalf("Build = %v, %v; want identity stages", stages, err)
 			}
+			if c := Confinement(stages); c != "" {
+				t.Errorf("Confinement = %q without a python stage, want \"\"", c)
+			}
 			b := &batch.Batch{Rows: [][]any{{1}}}
 			out, err := Chain(context.Background(), stages, b)
 			if err != nil || out != b {
@@ -49,7 +54,8 @@ func TestBuildStartsOnePythonStage(t *testing.T) {
 	spec := &etlv1.ETLPipelineSpec{Tasks: []etlv1.Task{{Name: "read", SQL: "SELECT 1"},
 		{Name: "double", Python: "def transform(r):\n    r['v'] *= 2\n    return r\n"},
 		{Name: "plus-one", Python: "def transform(r):\n    r['v'] += 1\n    return r\n"}}}
-	stages, err := Build(ctx, spec, Options{})
+	opts := Options{AllowUnsandboxed: unsandboxedLocally(t)}
+	stages, err := Build(ctx, spec, opts)
 	if err != nil {
 		t.Fatalf("Build: %v", err)
 	}
@@ -57,13 +63,34 @@ func TestBuildStartsOnePythonStage(t *testing.T) {
 	if len(stages) != 1 || IsIdentity(stages) {
 		t.Fatalf("Build = %d stages (identity %v), want one python stage", len(stages), IsIdentity(stages))
 	}
+	t.Logf("confinement: %s", Confinement(stages))
+	if c := Confinement(stages); c == "" {
+		t.Errorf("Confinement is empty for a python stage")
+	} else if !opts.AllowUnsandboxed && strings.HasPrefix(c, "none:") {
+		t.Errorf("Confinement = %q on a kernel that can sandbox the worker", c)
+	}
 	out, err := Chain(ctx, stages, &batch.Batch{Columns: []batch.Column{{Name: "v"}}, Rows: [][]any{{int64(5)}}})
 	if err != nil || out.Rows[0][0] != int64(11) {
 		t.Fatalf("Chain = %v, %v; want v = 5*2+1 = 11", out, err)
 	}
 	spec.Tasks[2].Python = "def transform(r) return r"
-	if _, err := Build(ctx, spec, Options{}); err == nil || !strings.Contains(err.Error(), `task "plus-one" does not compile`) ||
+	if _, err := Build(ctx, spec, opts); err == nil || !strings.Contains(err.Error(), `task "plus-one" does not compile`) ||
 		failure.Classify(err) != etlv1.ErrorBusiness {
 		t.Fatalf("Build with a syntax error = %v, want a business error naming the task", err)
 	}
+}
+
+// unsandboxedLocally is whether the python worker runs unconfined in these tests: on a
+// kernel that cannot sandbox it, outside CI. In CI such a kernel fails the test.
+func unsandboxedLocally(t *testing.T) bool {
+	t.Helper()
+	_, err := sandbox.Decide(sandbox.Detect(), false)
+	if err == nil {
+		return false
+	}
+	if os.Getenv("CI") == "true" {
+		t.Fatalf("this kernel cannot sandbox the python worker: %v", err)
+	}
+	t.Logf("this kernel cannot sandbox the python worker, which runs unconfined: %v", err)
+	return true
 }

@@ -38,6 +38,23 @@
 // environment or memory through /proc. The worker runs in a process group of its own and
 // the kernel kills it when the runner dies.
 //
+// # The sandbox
+//
+// The worker runs confined (package sandbox; docs/sandbox.md): Landlock lets it read only its
+// interpreter and installation (sys.executable, <prefix>/lib and lib64, sys.path), the shared
+// libraries (/lib, /lib64, /usr/lib, /usr/lib64, /usr/local/lib), /etc/ld.so.cache,
+// /usr/share/zoneinfo and /dev/urandom, and write only /dev/null and a directory of its own,
+// made fresh for each worker in the runner's temporary directory, which is its working
+// directory and TMPDIR and goes when it ends. No token, no /etc/passwd, no /proc: Python
+// starts without them. A seccomp filter refuses socket(2) of every family and io_uring;
+// Landlock's scopes keep it from signalling or tracing the runner. The interpreter is first
+// asked, unconfined and without any task's code, where it is installed: a wrapper such as a
+// pyenv shim is a script that the sandbox would not let run, so the worker runs
+// sys.executable. Only the worker is confined, never the runner. On a kernel without Landlock
+// or seccomp, Start fails with a business error naming what is missing, unless
+// Options.AllowUnsandboxed (runner.allowUnsandboxedPython) lets the worker run unconfined;
+// Stage.Confinement says which.
+//
 // Frames go over the worker's stdin and stdout: a 4-byte little-endian payload length, a
 // kind byte (I init, B batch; K ready, R result, E error), then the payload in Python's
 // marshal format, version 4. The worker keeps the pipes on duplicated descriptors and points
@@ -113,7 +130,10 @@
 // raises MemoryError. A run whose transforms raise an exception, return something other than
 // a dict, a list of dicts or None, exceed a limit, or drop a key column fails with a
 // business error naming the task, the reader row by its key columns and, for an exception,
-// the end of the traceback (at most 2 KB); the batch is not written. A worker killed from
+// its type and the lines of the task's code it went through (at most 2 KB); the batch is not
+// written. An error carries no value of a row but its key: not the exception's message,
+// which may quote one (ValueError(f"bad email {row['email']}")), nor a value's repr. A
+// worker killed from
 // outside (a signal it did not get from the runner) is an infrastructure error: the batch is
 // retried and a new worker started.
 package python

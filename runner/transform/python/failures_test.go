@@ -1,11 +1,15 @@
 package python
 
 import (
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgtype"
+
 	etlv1 "github.com/sluice-dev/sluice/api/v1alpha1"
+	"github.com/sluice-dev/sluice/runner/batch"
 	"github.com/sluice-dev/sluice/runner/failure"
 )
 
@@ -26,8 +30,8 @@ def transform(row):
         raise ValueError("bad row")
     return row
 `},
-			want: []string{`task "t1" raised an exception at reader row (id=2)`, `File "<task t1>", line 4, in transform`,
-				`raise ValueError("bad row")`, "ValueError: bad row"},
+			want: []string{"task \"t1\" raised an exception at reader row (id=2): ValueError\n  File \"<task t1>\", line 4, in transform\n" +
+				`    raise ValueError("bad row")`},
 		},
 		{
 			name: "exception after a fan-out names the reader row",
@@ -38,7 +42,7 @@ def transform(row):
 def transform(row):
     return row if row["id"] != 102 else 1 / 0
 `},
-			want: []string{`task "t2" raised an exception at reader row (id=2)`, "ZeroDivisionError: division by zero"},
+			want: []string{`task "t2" raised an exception at reader row (id=2): ZeroDivisionError`, `return row if row["id"] != 102 else 1 / 0`},
 		},
 		{
 			name:  "a return that is not a dict",
@@ -88,7 +92,7 @@ def transform(row):
 			codes: []string{"import time\ndef transform(row):\n    time.sleep(30)\n"},
 			opts:  Options{Timeout: time.Second},
 			want: []string{`the python tasks exceeded the transform timeout of 1s on a batch of 3 rows: task "t1" was at reader row (id=1)`,
-				"time.sleep(30)", "KeyboardInterrupt"},
+				"File \"<task t1>\", line 3, in transform\n    time.sleep(30)"},
 		},
 		{
 			name:  "a timeout that ignores the interrupt",
@@ -100,7 +104,7 @@ def transform(row):
 			name:  "memory",
 			codes: []string{"def transform(row):\n    row['big'] = bytearray(512 << 20)\n    return row\n"},
 			opts:  Options{MemoryLimit: 256 << 20},
-			want:  []string{`task "t1" ran out of memory (limit 256 MiB) at reader row (id=1)`, "MemoryError"},
+			want:  []string{`task "t1" ran out of memory (limit 256 MiB) at reader row (id=1): MemoryError`, "row['big'] = bytearray(512 << 20)"},
 		},
 		{
 			name:  "the worker exits",
@@ -147,9 +151,9 @@ func TestStartFailures(t *testing.T) {
 		{"syntax error", "def transform(row) return row", Options{}, "task \"t1\" does not compile: SyntaxError: expected ':' at line 1\n  File \"<task t1>\", line 1"},
 		{"no transform", "def transformer(row):\n    return row\n", Options{}, `task "t1": the code defines no transform(row) function`},
 		{"setup raises", "def setup():\n    1 / 0\ndef transform(row):\n    return row\n", Options{},
-			"task \"t1\": setup() raised an exception:\nTraceback"},
+			"task \"t1\": setup() raised an exception: ZeroDivisionError\n  File \"<task t1>\", line 2, in setup\n    1 / 0"},
 		{"module code raises", "import not_a_module\ndef transform(row):\n    return row\n", Options{},
-			`task "t1" raised an exception when its code was loaded`},
+			"task \"t1\" raised an exception when its code was loaded: ModuleNotFoundError\n  File \"<task t1>\", line 1, in <module>\n    import not_a_module"},
 		{"setup too slow", "import time\ndef setup():\n    time.sleep(30)\ndef transform(row):\n    return row\n",
 			Options{Timeout: time.Second}, `did not start within the transform timeout of 1s: task "t1" was still loading or in setup()`},
 		{"no interpreter", "def transform(row):\n    return row\n", Options{Python: "/nonexistent/python3"},
@@ -199,5 +203,75 @@ def transform(row):
 	}
 	if out.Rows[0][2] == first || out.Rows[0][3] != int64(1) {
 		t.Fatalf("pid %v (first %v), setup runs %v: want a new worker that ran setup once", out.Rows[0][2], first, out.Rows[0][3])
+	}
+}
+
+// TestExceptionReportsCarryNoRowValues: however a task fails on a row, the error that goes to
+// the run's status names the task, the exception's type, the task's line and the reader row
+// by its key, and holds nothing of the row's other values, not even when the exception's
+// message, its cause or a library's message quotes them.
+func TestExceptionReportsCarryNoRowValues(t *testing.T) {
+	const email = "jane.doe@example.org"
+	cases := []struct {
+		name, code string
+		want       []string
+	}{
+		{"a message that quotes the row", `
+def transform(row):
+    email = row["email"]
+    raise ValueError(f"bad email {email}")
+`, []string{"task \"t1\" raised an exception at reader row (id=7): ValueError\n  File \"<task t1>\", line 4, in transform\n" +
+			`    raise ValueError(f"bad email {email}")`}},
+		{"a KeyError of a value", "def transform(row):\n    return {}[row['email']]\n",
+			[]string{`raised an exception at reader row (id=7): KeyError`, `line 2, in transform`}},
+		{"a library's message", "from datetime import datetime\ndef transform(row):\n    return {'d': datetime.strptime(row['email'], '%Y')}\n",
+			[]string{`raised an exception at reader row (id=7): ValueError`, `line 3, in transform`}},
+		{"int() of a value", "def transform(row):\n    return {'n': int(row['email'])}\n", []string{`: ValueError`}},
+		{"a cause that quotes the row", `
+class BadRow(Exception):
+    pass
+def check(row):
+    raise RuntimeError(row["email"])
+def transform(row):
+    try:
+        check(row)
+    except RuntimeError as e:
+        raise BadRow(str(e)) from e
+`, []string{`raised an exception at reader row (id=7): BadRow`, `line 10, in transform`}},
+		{"a library's exception type", "import json\ndef transform(row):\n    return json.loads(row['email'])\n",
+			[]string{`: json.decoder.JSONDecodeError`, `line 3, in transform`}},
+		// A date, which marshal cannot carry, has the worker convert the row itself.
+		{"a dict keyed by a value", "import datetime\ndef transform(row):\n    row['m'] = {1: row['email'], 'd': datetime.date(2024, 1, 1)}\n    return row\n",
+			[]string{`for reader row (id=7), a row whose column 'm' holds a dict key of type int (keys must be strings)`}},
+		{"a column named by a non-str value", "import datetime\ndef transform(row):\n    row['d'] = datetime.date(2024, 1, 1)\n    row[len(row['email'])] = 1\n    return row\n",
+			[]string{`for reader row (id=7), a row whose column names include one of type int (names must be strings)`}},
+		{"a set of values", "def transform(row):\n    row['s'] = {row['email']}\n    return row\n",
+			[]string{`column "s" holds a set`}},
+	}
+	in := &batch.Batch{Columns: []batch.Column{{Name: "id", Type: pgtype.Int8OID}, {Name: "email", Type: pgtype.TextOID}},
+		Rows: [][]any{{int64(7), email}}}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			s := start(t, Options{}, c.code)
+			_, err := apply(t, s, &batch.Batch{Columns: in.Columns, Rows: [][]any{slices.Clone(in.Rows[0])}})
+			if err == nil {
+				t.Fatal("Apply succeeded, want an error")
+			}
+			msg := err.Error()
+			t.Logf("%v", msg)
+			for _, part := range []string{"jane", "doe", "example", "org", "@"} {
+				if strings.Contains(msg, part) {
+					t.Errorf("the error holds %q of the row's email", part)
+				}
+			}
+			for _, w := range c.want {
+				if !strings.Contains(msg, w) {
+					t.Errorf("error does not contain %q", w)
+				}
+			}
+			if failure.Classify(err) != etlv1.ErrorBusiness {
+				t.Errorf("error class %s, want Business", failure.Classify(err))
+			}
+		})
 	}
 }

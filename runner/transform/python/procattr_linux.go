@@ -8,8 +8,8 @@ import (
 // procAttr puts the worker in a process group of its own (a Ctrl-C meant for the runner
 // does not interrupt a task) and has the kernel kill it when the runner dies, even by
 // SIGKILL, so that no worker outlives its run. (Pdeathsig fires when the thread that started
-// the worker ends; Go ends a thread only when a goroutine locked to it exits, which the
-// runner never does. The worker also ends on its own when its stdin closes.)
+// the worker ends: sandbox.Start starts it from a thread of its own that waits for it and
+// ends only after it. The worker also ends on its own when its stdin closes.)
 func procAttr() *syscall.SysProcAttr {
 	return &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 }

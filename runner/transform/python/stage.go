@@ -16,6 +16,7 @@ import (
 
 	"github.com/sluice-dev/sluice/runner/batch"
 	"github.com/sluice-dev/sluice/runner/failure"
+	"github.com/sluice-dev/sluice/runner/sandbox"
 )
 
 // Defaults of Options.
@@ -48,6 +49,13 @@ type Options struct {
 	SinkKey []string
 	// Log receives the worker's start and what tasks print; nil discards.
 	Log *slog.Logger
+	// AllowUnsandboxed lets the worker run unconfined on a kernel that cannot sandbox it
+	// (see package sandbox for what is required); when off, Start fails with a business
+	// error naming what the kernel lacks. Stage.Confinement tells which happened.
+	AllowUnsandboxed bool
+
+	// detect replaces sandbox.Detect in tests.
+	detect func() sandbox.Capabilities
 }
 
 func (o *Options) defaults() {
@@ -70,6 +78,7 @@ func (o *Options) defaults() {
 type Stage struct {
 	tasks []Task
 	opts  Options
+	plan  sandbox.Plan
 	w     *worker
 	enc   encoder
 	dec   decoder
@@ -83,9 +92,18 @@ type Stage struct {
 // Start starts the worker: it compiles every task in a namespace of its own and runs their
 // setup() functions. An error there (a syntax error, an exception in setup, no transform
 // function, no interpreter) is a business error, before anything is read.
+//
+// The worker runs sandboxed (package sandbox): it may read its interpreter's installation and
+// the shared libraries, write only a working directory of its own, open no socket, and
+// neither signal nor trace the runner. On a kernel that cannot enforce that, Start fails with
+// a business error unless opts.AllowUnsandboxed is set.
 func Start(ctx context.Context, tasks []Task, opts Options) (*Stage, error) {
 	opts.defaults()
-	s := &Stage{tasks: tasks, opts: opts}
+	plan, err := decidePlan(&opts)
+	if err != nil {
+		return nil, err
+	}
+	s := &Stage{tasks: tasks, opts: opts, plan: plan}
 	if err := s.start(ctx); err != nil {
 		return nil, err
 	}
@@ -105,7 +123,7 @@ func (s *Stage) Close() error {
 }
 
 func (s *Stage) start(ctx context.Context) error {
-	w, err := startWorker(ctx, &s.opts, s.opts.Log)
+	w, err := startWorker(ctx, &s.opts, s.plan, s.opts.Log)
 	if err != nil {
 		var se *startError
 		if errors.As(err, &se) {
@@ -142,8 +160,8 @@ func (s *Stage) start(ctx context.Context) error {
 		msg := fmt.Sprintf("the python tasks did not start within the transform timeout of %s", s.opts.Timeout)
 		if f, ok := s.decodeFailure(info); ok && f.task != "" {
 			msg += fmt.Sprintf(": task %q was still loading or in setup()", f.task)
-			if f.traceback != "" {
-				msg += "\n" + f.traceback
+			if f.frames != "" {
+				msg += "\n" + f.frames
 			}
 		}
 		return failure.Business(errors.New(msg))
@@ -176,7 +194,13 @@ func (s *Stage) start(ctx context.Context) error {
 			version, _ = d.get("python").(string)
 		}
 	}
-	s.opts.Log.Info("python worker started", "pid", w.cmd.Process.Pid, "python", version, "tasks", len(s.tasks))
+	if s.plan.Confined() {
+		s.opts.Log.Info("python worker started", "pid", w.cmd.Process.Pid, "python", version, "tasks", len(s.tasks),
+			"sandbox", s.plan.String())
+	} else {
+		s.opts.Log.Warn("python worker started unsandboxed", "pid", w.cmd.Process.Pid, "python", version,
+			"tasks", len(s.tasks), "sandbox", s.plan.String())
+	}
 	s.w = w
 	return nil
 }
@@ -261,8 +285,8 @@ func (s *Stage) lost(ctx context.Context, err error, in *batch.Batch, cols []inC
 		msg := fmt.Sprintf("the python tasks exceeded the transform timeout of %s on a batch of %d rows", s.opts.Timeout, in.Len())
 		if f, ok := s.decodeFailure(info); ok && f.task != "" {
 			msg += fmt.Sprintf(": task %q was at reader row (%s)", f.task, s.rowKey(in, cols, f.row))
-			if f.traceback != "" {
-				msg += "\n" + f.traceback
+			if f.frames != "" {
+				msg += "\n" + f.frames
 			}
 		}
 		return failure.Business(errors.New(msg))
@@ -576,10 +600,12 @@ func formatBytes(n int64) string {
 	return fmt.Sprintf("%d bytes", n)
 }
 
-// workerFailure is the worker's error frame.
+// workerFailure is the worker's error frame. It carries no row value (worker.py's _Failure):
+// for an exception, message is its type alone and frames are the task's lines it went
+// through.
 type workerFailure struct {
-	kind, task, message, traceback string
-	row                            int
+	kind, task, message, frames string
+	row                         int
 }
 
 func (s *Stage) decodeFailure(payload []byte) (workerFailure, bool) {
@@ -596,7 +622,7 @@ func (s *Stage) decodeFailure(payload []byte) (workerFailure, bool) {
 	f.kind, _ = d.get("kind").(string)
 	f.task, _ = d.get("task").(string)
 	f.message, _ = d.get("message").(string)
-	f.traceback, _ = d.get("traceback").(string)
+	f.frames, _ = d.get("frames").(string)
 	if r, ok := d.get("row").(int64); ok {
 		f.row = int(r)
 	}
@@ -616,25 +642,25 @@ func (d *pyDict) get(key string) any {
 func (s *Stage) startFailure(f workerFailure) error {
 	switch f.kind {
 	case "compile":
-		return fmt.Errorf("task %q does not compile: %s\n%s", f.task, f.message, f.traceback)
+		return fmt.Errorf("task %q does not compile: %s\n%s", f.task, f.message, f.frames)
 	case "define":
 		return fmt.Errorf("task %q: %s", f.task, f.message)
 	case "load":
-		return fmt.Errorf("task %q raised an exception when its code was loaded:\n%s", f.task, f.traceback)
+		return fmt.Errorf("task %q raised an exception when its code was loaded: %s", f.task, withFrames(f))
 	case "setup":
-		return fmt.Errorf("task %q: setup() raised an exception:\n%s", f.task, f.traceback)
+		return fmt.Errorf("task %q: setup() raised an exception: %s", f.task, withFrames(f))
 	case "memory":
-		return fmt.Errorf("task %q ran out of memory while loading (limit %s):\n%s", f.task, s.memoryLimit(), f.traceback)
+		return fmt.Errorf("task %q ran out of memory while loading (limit %s): %s", f.task, s.memoryLimit(), withFrames(f))
 	}
 	return fmt.Errorf("the python worker failed while loading the tasks (%s): %s", f.kind, f.message)
 }
 
-// batchFailure words a failure of a batch, naming the task and the reader row.
+// batchFailure words a failure of a batch, naming the task and the reader row by its key.
 func (s *Stage) batchFailure(f workerFailure, in *batch.Batch, cols []inColumn) error {
 	at := s.rowKey(in, cols, f.row)
 	switch f.kind {
 	case "exception":
-		return fmt.Errorf("task %q raised an exception at reader row (%s):\n%s", f.task, at, f.traceback)
+		return fmt.Errorf("task %q raised an exception at reader row (%s): %s", f.task, at, withFrames(f))
 	case "return":
 		return fmt.Errorf("task %q returned %s for reader row (%s): transform must return a dict, a list of dicts or None",
 			f.task, f.message, at)
@@ -642,11 +668,19 @@ func (s *Stage) batchFailure(f workerFailure, in *batch.Batch, cols []inColumn) 
 		if f.task == "" {
 			return fmt.Errorf("the python worker ran out of memory (limit %s) on a batch of %d rows", s.memoryLimit(), in.Len())
 		}
-		return fmt.Errorf("task %q ran out of memory (limit %s) at reader row (%s):\n%s", f.task, s.memoryLimit(), at, f.traceback)
+		return fmt.Errorf("task %q ran out of memory (limit %s) at reader row (%s): %s", f.task, s.memoryLimit(), at, withFrames(f))
 	case "value":
 		return fmt.Errorf("the python tasks returned, for reader row (%s), a row whose %s", at, f.message)
 	case "interrupted":
 		return fmt.Errorf("the python worker was interrupted (task %q, reader row (%s))", f.task, at)
 	}
 	return fmt.Errorf("the python worker failed (%s): %s", f.kind, f.message)
+}
+
+// withFrames is an exception's type, then the task's lines it went through.
+func withFrames(f workerFailure) string {
+	if f.frames == "" {
+		return f.message
+	}
+	return f.message + "\n" + f.frames
 }

@@ -16,6 +16,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/sluice-dev/sluice/runner/sandbox"
 )
 
 // workerScript is the worker's code, passed with -c: nothing is written to disk.
@@ -58,9 +60,9 @@ type worker struct {
 	buf   []byte
 }
 
-// env is the worker's whole environment. Nothing of the runner's is passed but PATH: the
-// runner's environment holds the DSNs of its connections.
-func env() []string {
+// env is the worker's whole environment, with tmp as its TMPDIR. Nothing of the runner's is
+// passed but PATH: the runner's environment holds the DSNs of its connections.
+func env(tmp string) []string {
 	path := os.Getenv("PATH")
 	if path == "" {
 		path = "/usr/local/bin:/usr/bin:/bin"
@@ -68,7 +70,7 @@ func env() []string {
 	return []string{
 		"PATH=" + path,
 		"LANG=C.UTF-8",
-		"TMPDIR=" + os.TempDir(),
+		"TMPDIR=" + tmp,
 		// Deterministic str hashes, so that a set's iteration order (and anything derived
 		// from hash()) is the same when a batch is replayed. It is why the worker does not run
 		// with -I or -E, which would ignore it.
@@ -80,14 +82,46 @@ func env() []string {
 	}
 }
 
-// startWorker starts python3 and sends it the tasks. It returns when the worker has compiled
-// them and run their setup(), or with the error that stopped it.
-func startWorker(ctx context.Context, opts *Options, log *slog.Logger) (*worker, error) {
+// startWorker starts python3, confined by plan, and sends it the tasks. It returns when the
+// worker has compiled them and run their setup(), or with the error that stopped it.
+func startWorker(ctx context.Context, opts *Options, plan sandbox.Plan, log *slog.Logger) (*worker, error) {
 	path, err := exec.LookPath(opts.Python)
 	if err != nil {
 		return nil, &startError{fmt.Errorf("python interpreter %q not found: %w", opts.Python, err)}
 	}
 	hardenRunner()
+	// The worker's working directory and TMPDIR, the only place it may write; it goes with
+	// the worker.
+	dir, err := os.MkdirTemp("", "sluice-python-")
+	if err != nil {
+		return nil, fmt.Errorf("start python worker: %w", err)
+	}
+	w, err := spawn(ctx, path, dir, plan, log)
+	if err != nil {
+		_ = os.RemoveAll(dir)
+		return nil, err
+	}
+	return w, nil
+}
+
+// spawn starts the worker process in dir.
+func spawn(ctx context.Context, path, dir string, plan sandbox.Plan, log *slog.Logger) (*worker, error) {
+	exe := path
+	var rules sandbox.Rules
+	if plan.Confined() {
+		probeCtx, cancel := context.WithTimeout(ctx, probeTimeout)
+		inst, err := installationOf(probeCtx, path, dir)
+		cancel()
+		switch {
+		case err != nil && ctx.Err() != nil:
+			// The run was cancelled meanwhile: not the interpreter's fault.
+			return nil, context.Cause(ctx)
+		case err != nil:
+			return nil, &startError{err}
+		}
+		exe = inst.Executable
+		rules = workerRules(inst, dir)
+	}
 	stdinR, stdinW, err := os.Pipe()
 	if err != nil {
 		return nil, fmt.Errorf("start python worker: %w", err)
@@ -102,9 +136,9 @@ func startWorker(ctx context.Context, opts *Options, log *slog.Logger) (*worker,
 	// the environment is built from nothing anyway. Not -S: a derived image may install
 	// packages the tasks import.
 	// The worker lives until the stage closes it, not until the context of its start ends.
-	cmd := exec.CommandContext(context.WithoutCancel(ctx), path, "-s", "-c", workerScript) // #nosec G204 -- the operator's interpreter, our script
-	cmd.Env = env()
-	cmd.Dir = "/"
+	cmd := exec.CommandContext(context.WithoutCancel(ctx), exe, "-s", "-c", workerScript) // #nosec G204 -- the operator's interpreter, our script
+	cmd.Env = env(dir)
+	cmd.Dir = dir
 	cmd.Stdin = stdinR
 	cmd.Stdout = stdoutW
 	w := &worker{cmd: cmd, in: stdinW, out: stdoutR, done: make(chan struct{}),
@@ -113,22 +147,30 @@ func startWorker(ctx context.Context, opts *Options, log *slog.Logger) (*worker,
 	cmd.SysProcAttr = procAttr()
 	// A task's stray subprocess holding stderr open must not keep Wait from returning.
 	cmd.WaitDelay = time.Second
-	err = cmd.Start()
+	exited, err := sandbox.Start(cmd, plan, rules)
 	_ = stdinR.Close()
 	_ = stdoutW.Close()
 	if err != nil {
 		_ = stdinW.Close()
 		_ = stdoutR.Close()
-		return nil, &startError{fmt.Errorf("start python worker %s: %w", path, err)}
+		return nil, &startError{fmt.Errorf("start python worker %s: %w", exe, err)}
 	}
 	w.r = bufio.NewReaderSize(stdoutR, 1<<16)
 	go func() {
-		_ = cmd.Wait()
+		// The channel orders Wait's writes before these reads. How the worker ended is in
+		// ProcessState, which exitReport words when it matters.
+		if err := <-exited; err != nil {
+			log.Debug("python worker exited", "status", err.Error())
+		}
 		w.state = cmd.ProcessState
+		_ = os.RemoveAll(dir)
 		close(w.done)
 	}()
 	return w, nil
 }
+
+// probeTimeout bounds asking the interpreter where it lives: a python3 that starts and exits.
+const probeTimeout = 30 * time.Second
 
 // startError is a worker that could not start: no interpreter, or not executable.
 type startError struct{ err error }

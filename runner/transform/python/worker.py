@@ -31,43 +31,74 @@ _READY, _RESULT, _ERROR = ord("K"), ord("R"), ord("E")
 # Column conversions the runner asks for (kinds of protocol.go).
 _NUMERIC, _JSON, _NUMERIC_ARRAY, _JSON_ARRAY = 1, 2, 3, 4
 
-_TRACEBACK_LIMIT = 2048
+_FRAMES_LIMIT = 2048
+_LINE_LIMIT = 200
 
 
 class _Failure(Exception):
-    """A failure reported to the runner in an error frame."""
+    """A failure reported to the runner in an error frame.
 
-    def __init__(self, kind, message, task="", row=-1, tb=""):
+    What it carries leaves the runner in the run's status and logs, so it holds no row value:
+    for an exception, its type and the frames of the task's code (file, line, function and
+    source line: the tenant's code, not data), never its message, which may quote a row
+    (ValueError(f"bad email {row['email']}")), nor a value's repr.
+    """
+
+    def __init__(self, kind, message, task="", row=-1, frames=""):
         super().__init__(message)
-        self.info = {"kind": kind, "message": message, "task": task, "row": row, "traceback": tb}
+        self.info = {"kind": kind, "message": message, "task": task, "row": row, "frames": frames}
 
 
 def _tail(text):
-    """The last lines of a traceback, at most _TRACEBACK_LIMIT characters."""
-    if len(text) <= _TRACEBACK_LIMIT:
+    """The last lines of text, at most _FRAMES_LIMIT characters."""
+    if len(text) <= _FRAMES_LIMIT:
         return text
-    cut = text[-_TRACEBACK_LIMIT:]
+    cut = text[-_FRAMES_LIMIT:]
     nl = cut.find("\n")
     if 0 <= nl < len(cut) - 1:
         cut = cut[nl + 1:]
     return "...\n" + cut
 
 
-def _user_traceback(exc):
-    # Skip the worker's own frame: the user's code starts one frame down.
-    tb = exc.__traceback__
-    if tb is not None and tb.tb_next is not None:
-        tb = tb.tb_next
-    return _tail("".join(traceback.format_exception(type(exc), exc, tb)))
+def _frames(exc):
+    """The frames of exc's traceback that run a task's code, innermost last: where the task
+    was, and the line of its code that called into the library that raised."""
+    lines = []
+    for fs in traceback.extract_tb(exc.__traceback__):
+        if not fs.filename.startswith("<task "):
+            continue
+        lines.append('  File "%s", line %s, in %s' % (fs.filename, fs.lineno, fs.name))
+        src = (fs.line or "").strip()
+        if src:
+            lines.append("    " + (src if len(src) <= _LINE_LIMIT else src[:_LINE_LIMIT] + "..."))
+    return _tail("\n".join(lines))
+
+
+def _type_name(exc):
+    """exc's type, qualified by its module unless built in or the task's own. A class made at
+    run time could be named after data: only identifier characters are kept."""
+    t = type(exc)
+    name = t.__qualname__
+    if t.__module__ not in ("builtins", "sluice_task", "__main__"):
+        name = "%s.%s" % (t.__module__, name)
+    name = "".join(c if c.isascii() and (c.isalnum() or c in "._") else "?" for c in name)
+    return name[:100]
+
+
+def _describe(exc):
+    """The exception's type, and its message only when the worker raised it with a message
+    of its own that quotes no value (sluice.Delete's)."""
+    if getattr(exc, "_sluice_safe", False):
+        return "%s: %s" % (_type_name(exc), exc)
+    return _type_name(exc)
 
 
 def _task_failure(name, row, exc):
     if isinstance(exc, MemoryError):
-        return _Failure("memory", "MemoryError", name, row, _user_traceback(exc))
+        return _Failure("memory", "MemoryError", name, row, _frames(exc))
     if isinstance(exc, KeyboardInterrupt):
-        return _Failure("interrupted", "interrupted", name, row, _user_traceback(exc))
-    msg = "".join(traceback.format_exception_only(type(exc), exc)).strip()
-    return _Failure("exception", msg, name, row, _user_traceback(exc))
+        return _Failure("interrupted", "interrupted", name, row, _frames(exc))
+    return _Failure("exception", _describe(exc), name, row, _frames(exc))
 
 
 def _bad_return(name, row, what):
@@ -86,7 +117,9 @@ class Delete:
 
     def __init__(self, row):
         if not isinstance(row, dict):
-            raise TypeError("sluice.Delete takes a dict with the sink key columns, not %s" % type(row).__name__)
+            e = TypeError("sluice.Delete takes a dict with the sink key columns, not %s" % type(row).__name__)
+            e._sluice_safe = True  # a type name, no value: the report may quote it
+            raise e
         self.row = row
 
     def __repr__(self):
@@ -220,7 +253,7 @@ def _value(v):
         d = {}
         for k, x in v.items():
             if not isinstance(k, str):
-                raise _Unsupported("a dict key %r of type %s (keys must be strings)" % (k, type(k).__name__))
+                raise _Unsupported("a dict key of type %s (keys must be strings)" % type(k).__name__)
             d[str.__str__(k)] = _value(x)
         return d
     if t is tuple and len(v) == 2 and v[0] is Ellipsis:
@@ -250,18 +283,26 @@ def _value(v):
     raise _Unsupported("a value of type %s" % t.__name__)
 
 
+class _BadName(Exception):
+    """A column name that is not a str: the report gives its type, not its value."""
+
+
 def _normalize(rows, origin):
-    """Copies the output rows with every value in a type the runner reads."""
+    """Copies the output rows with every value in a type the runner reads. A failure names the
+    column (a str key of the task's row) and the type at fault, never a value."""
     out = []
     for i, r in enumerate(rows):
         d = {}
+        k = None
         try:
             for k, v in r.items():
                 if k.__class__ is not str:
                     if not isinstance(k, str):
-                        raise _Unsupported("a column name %r of type %s (names must be strings)" % (k, type(k).__name__))
+                        raise _BadName("column names include one of type %s (names must be strings)" % type(k).__name__)
                     k = str.__str__(k)
                 d[k] = v if v.__class__ in _PLAIN else _value(v)
+        except _BadName as e:
+            raise _Failure("value", str(e), row=i if origin is None else origin[i]) from None
         except _Unsupported as e:
             raise _Failure("value", "column %r holds %s" % (k, e), row=i if origin is None else origin[i]) from None
         except RecursionError:
@@ -326,8 +367,9 @@ def _load(tasks):
         try:
             exec(compile(code, filename, "exec", dont_inherit=True), ns)
         except SyntaxError as e:
+            # The compiler's message and the line it quotes are about the task's code.
             msg = "%s: %s at line %s" % (type(e).__name__, e.msg, e.lineno)
-            raise _Failure("compile", msg, name, tb=_tail("".join(traceback.format_exception_only(type(e), e)))) from None
+            raise _Failure("compile", msg, name, frames=_tail("".join(traceback.format_exception_only(type(e), e)))) from None
         except BaseException as e:  # noqa: B036
             f = _task_failure(name, -1, e)
             f.info["kind"] = "load" if f.info["kind"] == "exception" else f.info["kind"]

@@ -2,10 +2,13 @@ package python
 
 import (
 	"encoding/json"
+	"fmt"
 	"net"
 	"os"
+	"path/filepath"
 	"sort"
 	"strings"
+	"syscall"
 	"testing"
 )
 
@@ -27,14 +30,21 @@ func TestWorkerHasNoAccessToCredentials(t *testing.T) {
 	defer func() { _ = conn.Close() }()
 
 	s := start(t, Options{}, `
-import json, os, sys
+import json, os, stat, sys
+def kind(mode):
+    for name, test in (("fifo", stat.S_ISFIFO), ("chr", stat.S_ISCHR), ("sock", stat.S_ISSOCK), ("reg", stat.S_ISREG)):
+        if test(mode):
+            return name
+    return "other"
 def transform(row):
+    # The sandbox keeps the worker out of /proc: it tells its descriptors by fstat.
     fds = {}
-    for fd in os.listdir("/proc/self/fd"):
+    for fd in range(256):
         try:
-            fds[fd] = os.readlink("/proc/self/fd/" + fd)
+            st = os.fstat(fd)
         except OSError:
-            pass  # the directory listing's own descriptor, closed already
+            continue
+        fds[str(fd)] = "%s:%d:%d" % (kind(st.st_mode), st.st_dev, st.st_ino)
     try:
         with open("/proc/%d/environ" % os.getppid(), "rb") as f:
             parent = f.read().decode("latin-1")
@@ -76,29 +86,40 @@ def transform(row):
 	if len(fds) > 5 {
 		t.Errorf("the worker has %d descriptors open, want stdin, stdout, stderr and its two protocol pipes: %v", len(fds), fds)
 	}
-	for fd, target := range fds {
-		if !strings.HasPrefix(target, "pipe:") && target != "/dev/null" {
-			t.Errorf("descriptor %s is %s: only pipes and /dev/null may be open", fd, target)
+	var null syscall.Stat_t
+	if err := syscall.Stat(os.DevNull, &null); err != nil {
+		t.Fatal(err)
+	}
+	devNull := fmt.Sprintf("chr:%d:%d", null.Dev, null.Ino)
+	for fd, what := range fds {
+		if !strings.HasPrefix(what, "fifo:") && what != devNull {
+			t.Errorf("descriptor %s is %s: only pipes and /dev/null may be open", fd, what)
 		}
 	}
-	if fds["0"] != "/dev/null" || fds["1"] != fds["2"] || fds["2"] == "" {
-		t.Errorf("stdin %q should be /dev/null and stdout %q the stderr pipe %q", fds["0"], fds["1"], fds["2"])
+	if fds["0"] != devNull || fds["1"] != fds["2"] || fds["2"] == "" {
+		t.Errorf("stdin %q should be /dev/null (%s) and stdout %q the stderr pipe %q", fds["0"], devNull, fds["1"], fds["2"])
 	}
-	if row[5] != "/" {
-		t.Errorf("the worker's working directory is %v, want /", row[5])
+	cwd := row[5].(string)
+	if filepath.Dir(cwd) != filepath.Clean(os.TempDir()) || !strings.HasPrefix(filepath.Base(cwd), "sluice-python-") {
+		t.Errorf("the worker's working directory is %v, want a directory of its own in %s", cwd, os.TempDir())
 	}
 	parent := row[4].(string)
 	switch {
-	case !strings.HasPrefix(parent, "unreadable"):
-		if os.Geteuid() != 0 {
-			t.Errorf("the worker read the runner's /proc environ: %.80q...", parent)
-		} else {
-			// Root with CAP_SYS_PTRACE reads any process's /proc files; the image runs the
-			// runner as an unprivileged user, for whom the runner is not dumpable.
-			t.Logf("running as root: the worker can read the runner's /proc environ here")
-		}
-	default:
+	case strings.HasPrefix(parent, "unreadable"):
 		t.Logf("the runner's /proc environ: %s", parent)
+	case s.plan.Confined():
+		t.Errorf("the sandboxed worker read the runner's /proc environ: %.80q...", parent)
+	case os.Geteuid() != 0:
+		t.Errorf("the worker read the runner's /proc environ: %.80q...", parent)
+	default:
+		// Root with CAP_SYS_PTRACE reads any process's /proc files when no sandbox keeps it
+		// out; the image runs the runner as an unprivileged user, for whom the runner is not
+		// dumpable.
+		t.Logf("running as root, unsandboxed: the worker can read the runner's /proc environ here")
+	}
+	_ = s.Close()
+	if _, err := os.Stat(cwd); !os.IsNotExist(err) {
+		t.Errorf("the worker's directory %s outlives it: %v", cwd, err)
 	}
 }
 
