@@ -119,6 +119,11 @@ func runRunner(args []string) int {
 			Log: log, LockWait: *lockWait})
 	}
 
+	// A target whose checkpoint values are redacted: its reporter and logger mask them.
+	redact := runner.CheckpointRedacted(p.Config, p.SpecJSON)
+	if redact {
+		p.Log = runner.RedactLog(p.Log)
+	}
 	if *noStatus || p.Pipeline.Name == "" {
 		if p.Pipeline.Name == "" {
 			p.Pipeline.Name = manualPipeline
@@ -126,7 +131,7 @@ func runRunner(args []string) int {
 		if p.RunID == "" {
 			p.RunID = "manual-" + strconv.FormatInt(time.Now().Unix(), 10)
 		}
-		p.Reporter = status.NewLog(log, etlv1.RunTrigger(*trigger))
+		p.Reporter = status.NewLog(p.Log, etlv1.RunTrigger(*trigger), status.RedactCheckpoint(redact))
 	} else {
 		if p.RunID == "" {
 			log.Error("cannot claim a run without a run id", "env", configv1.EnvRunID)
@@ -138,7 +143,7 @@ func runRunner(args []string) int {
 			return configv1.ExitInfra
 		}
 		key := types.NamespacedName{Namespace: p.Pipeline.Namespace, Name: p.Pipeline.Name}
-		p.Reporter = status.NewKube(c, key, p.RunID)
+		p.Reporter = status.NewKube(c, key, p.RunID, status.RedactCheckpoint(redact))
 	}
 
 	res := runner.Run(ctx, p)

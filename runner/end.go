@@ -79,7 +79,7 @@ func (e *executor) finished(ctx context.Context) Result {
 // fail ends the run on err: a business error, or an infrastructure error past its retries.
 func (e *executor) fail(ctx context.Context, s *session, err error) Result {
 	class := failure.Classify(err)
-	msg := e.scrub.scrub(err.Error())
+	msg := e.outgoing(err)
 	code := configv1.ExitBusiness
 	if class == etlv1.ErrorInfra {
 		code = configv1.ExitInfra
@@ -130,7 +130,7 @@ func (e *executor) report(ctx context.Context, end status.End) {
 
 // fenced ends a runner that does not own the run: nothing more is written anywhere.
 func (e *executor) fenced(err error) Result {
-	msg := e.scrub.scrub(err.Error())
+	msg := e.outgoing(err)
 	e.log.Warn("not this runner's run: stopping without writing", "reason", msg)
 	return Result{Outcome: OutcomeFenced, ExitCode: configv1.ExitFenced, Message: msg}
 }

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"strconv"
 	"strings"
 
 	"github.com/jackc/pgx/v5"
@@ -299,9 +300,13 @@ func (r *Reader) dropLookahead(b *batch.Batch, lookahead bool) error {
 		if err != nil {
 			return err
 		}
-		return failure.Business(fmt.Errorf("the reader's output has two rows with the same (%s) = (%s), key %s: "+
+		pairs := make([]string, len(pos))
+		for k, v := range pos {
+			pairs[k] = keyPair(r.keyset.Order[k], v)
+		}
+		return failure.Business(fmt.Errorf("the reader's output has two rows with the same (%s), reader row (%s): "+
 			"the keyset order must be unique, or a row is skipped; make source.cursor.keyColumns unique for each row",
-			strings.Join(r.keyset.Order, ", "), strings.Join(pos, ", "), r.describeKey(b, i)))
+			strings.Join(r.keyset.Order, ", "), strings.Join(pairs, ", ")))
 	}
 	b.More = lookahead
 	if !lookahead {
@@ -415,10 +420,21 @@ func (r *Reader) describeKey(b *batch.Batch, row int) string {
 					s = text
 				}
 			}
-			parts = append(parts, k+"="+s)
+			parts = append(parts, keyPair(k, s))
 		}
 	}
 	return strings.Join(parts, ", ")
+}
+
+// keyPair renders one key column of a row for an error message: name=value, the value quoted
+// when it could be read as more than one value or as the end of the list (a comma, a
+// parenthesis, a space, a quote), so that the list is unambiguous to a reader and to
+// status.RedactValues, which masks the values of a pipeline with redacted checkpoints.
+func keyPair(name, text string) string {
+	if text == "" || strings.ContainsAny(text, ",()= \"\\\t\n") {
+		text = strconv.Quote(text)
+	}
+	return name + "=" + text
 }
 
 // Position returns the checkpoint of row i of a batch: its order columns in Postgres' text
@@ -495,7 +511,7 @@ func (r *Reader) FindNull(ctx context.Context) (string, bool, error) {
 		if v != nil {
 			s = *v
 		}
-		parts[i] = r.opts.Keys[i] + "=" + s
+		parts[i] = keyPair(r.opts.Keys[i], s)
 	}
 	return strings.Join(parts, ", "), true, nil
 }

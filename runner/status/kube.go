@@ -33,14 +33,15 @@ type Kube struct {
 	// finishAttempts bounds Finish's retries of API errors other than conflicts.
 	finishAttempts int
 	backoff        time.Duration
+	opts           options
 }
 
 var _ Reporter = (*Kube)(nil)
 
 // NewKube returns a reporter for run runID of the pipeline key. The client needs get and patch
-// on etlpipelines/status.
-func NewKube(c client.Client, key types.NamespacedName, runID string) *Kube {
-	return &Kube{c: c, key: key, runID: runID, finishAttempts: 6, backoff: time.Second}
+// on etlpipelines/status, and create on events.
+func NewKube(c client.Client, key types.NamespacedName, runID string, opts ...Option) *Kube {
+	return &Kube{c: c, key: key, runID: runID, finishAttempts: 6, backoff: time.Second, opts: buildOptions(opts)}
 }
 
 func (k *Kube) get(ctx context.Context) (*etlv1.ETLPipeline, error) {
@@ -120,7 +121,7 @@ func (k *Kube) Progress(ctx context.Context, pr Progress) error {
 		}
 		p = p.DeepCopy()
 		base := p.DeepCopy()
-		if !applyProgress(&p.Status, pr) {
+		if !applyProgress(&p.Status, pr, k.opts.redact) {
 			return nil
 		}
 		err := k.patch(ctx, base, p)
@@ -146,7 +147,7 @@ func (k *Kube) Finish(ctx context.Context, e End) error {
 				return fmt.Errorf("report end of run %s of pipeline %s: %w", k.runID, k.key, failure.ErrFenced)
 			}
 			base := p.DeepCopy()
-			applyEnd(&p.Status, e)
+			applyEnd(&p.Status, e, k.opts.redact)
 			if err = k.patch(ctx, base, p); err == nil {
 				return nil
 			}
@@ -181,6 +182,9 @@ func (k *Kube) Event(ctx context.Context, warning bool, reason, message string) 
 		if p, err = k.get(ctx); err != nil {
 			return
 		}
+	}
+	if k.opts.redact {
+		message = RedactValues(message)
 	}
 	typ := corev1.EventTypeNormal
 	if warning {

@@ -12,14 +12,23 @@ import (
 type Log struct {
 	log     *slog.Logger
 	trigger etlv1.RunTrigger
+	opts    options
 }
 
 var _ Reporter = (*Log)(nil)
 
 // NewLog returns a log-only reporter. trigger stands in for status.run.trigger (a Resume run of
 // a Full pipeline continues its checkpoint).
-func NewLog(log *slog.Logger, trigger etlv1.RunTrigger) *Log {
-	return &Log{log: log, trigger: trigger}
+func NewLog(log *slog.Logger, trigger etlv1.RunTrigger, opts ...Option) *Log {
+	return &Log{log: log, trigger: trigger, opts: buildOptions(opts)}
+}
+
+// checkpoint is the checkpoint as the log shows it.
+func (l *Log) checkpoint(values []string) []string {
+	if l.opts.redact {
+		return Mask(values)
+	}
+	return values
 }
 
 // Claim implements Reporter.
@@ -34,7 +43,7 @@ func (l *Log) Check(context.Context) (Signal, error) { return Continue, nil }
 // Progress implements Reporter.
 func (l *Log) Progress(_ context.Context, p Progress) error {
 	l.log.Info("progress", "rowsRead", p.RowsRead, "rowsWritten", p.RowsWritten, "rowsDeleted", p.RowsDeleted, "batches", p.Batches,
-		"checkpoint", p.Checkpoint)
+		"checkpoint", l.checkpoint(p.Checkpoint))
 	return nil
 }
 
@@ -42,9 +51,13 @@ func (l *Log) Progress(_ context.Context, p Progress) error {
 func (l *Log) Finish(_ context.Context, e End) error {
 	attrs := []any{"phase", e.Phase, "rowsRead", e.RowsRead, "rowsWritten", e.RowsWritten, "rowsDeleted", e.RowsDeleted,
 		"rowsSwept", e.RowsSwept, "batches", e.Batches,
-		"checkpoint", e.Checkpoint}
+		"checkpoint", l.checkpoint(e.Checkpoint)}
 	if e.Phase == etlv1.PhaseFailed {
-		attrs = append(attrs, "errorClass", e.ErrorClass, "message", e.Message)
+		msg := e.Message
+		if l.opts.redact {
+			msg = RedactValues(msg)
+		}
+		attrs = append(attrs, "errorClass", e.ErrorClass, "message", msg)
 		l.log.Error("run ended", attrs...)
 		return nil
 	}

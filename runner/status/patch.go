@@ -3,6 +3,7 @@ package status
 import (
 	"fmt"
 	"slices"
+	"time"
 	"unicode/utf8"
 
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -68,8 +69,12 @@ func applyClaim(st *etlv1.ETLPipelineStatus) {
 }
 
 // applyProgress writes counters and the checkpoint. It reports whether anything changed, so
-// an idle tick costs no write.
-func applyProgress(st *etlv1.ETLPipelineStatus, p Progress) bool {
+// an idle tick costs no write. With redact, the checkpoint's values and the cursor values in
+// condition messages are masked (see RedactCheckpoint).
+func applyProgress(st *etlv1.ETLPipelineStatus, p Progress, redact bool) bool {
+	if redact {
+		p = redactProgress(p)
+	}
 	changed := false
 	r := st.Run
 	if r.RowsRead != p.RowsRead || r.RowsWritten != p.RowsWritten || r.Batches != p.Batches ||
@@ -88,7 +93,8 @@ func applyProgress(st *etlv1.ETLPipelineStatus, p Progress) bool {
 			changed = true
 		}
 	}
-	if p.Checkpoint != nil && (st.Checkpoint == nil || !slices.Equal(st.Checkpoint.Values, p.Checkpoint)) {
+	if p.Checkpoint != nil && (st.Checkpoint == nil || !slices.Equal(st.Checkpoint.Values, p.Checkpoint) ||
+		redact && movedAt(st.Checkpoint, p.CheckpointTime)) {
 		t := metav1.NewTime(p.CheckpointTime)
 		st.Checkpoint = &etlv1.CheckpointStatus{Values: slices.Clone(p.Checkpoint), Time: &t}
 		changed = true
@@ -96,10 +102,30 @@ func applyProgress(st *etlv1.ETLPipelineStatus, p Progress) bool {
 	return changed
 }
 
+// redactProgress masks what a progress report says of the checkpoint and the cursor.
+func redactProgress(p Progress) Progress {
+	p.Checkpoint = Mask(p.Checkpoint)
+	if len(p.Conditions) > 0 {
+		conds := slices.Clone(p.Conditions)
+		for i := range conds {
+			conds[i].Message = RedactValues(conds[i].Message)
+		}
+		p.Conditions = conds
+	}
+	return p
+}
+
+// movedAt reports whether a checkpoint committed at t is another than the one in the status,
+// at the API's precision of a second. Masked values all look alike: the time is what shows a
+// redacted checkpoint moved, and the manager reads it to tell a stalled run.
+func movedAt(cp *etlv1.CheckpointStatus, t time.Time) bool {
+	return cp.Time == nil || cp.Time.Unix() != t.Unix()
+}
+
 // applyEnd writes the run's end: the phase, the completion time, the final counters and, for a
 // failure, its class and message.
-func applyEnd(st *etlv1.ETLPipelineStatus, e End) {
-	applyProgress(st, e.Progress)
+func applyEnd(st *etlv1.ETLPipelineStatus, e End, redact bool) {
+	applyProgress(st, e.Progress, redact)
 	if e.ClearCheckpoint {
 		st.Checkpoint = nil
 	}
@@ -113,7 +139,11 @@ func applyEnd(st *etlv1.ETLPipelineStatus, e End) {
 	t := metav1.NewTime(e.Time)
 	st.Run.CompletionTime = &t
 	st.Run.ErrorClass = e.ErrorClass
-	st.Run.Message = truncate(e.Message, maxMessage)
+	msg := e.Message
+	if redact {
+		msg = RedactValues(msg)
+	}
+	st.Run.Message = truncate(msg, maxMessage)
 }
 
 // truncate cuts s to at most n bytes on a rune boundary.

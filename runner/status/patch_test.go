@@ -104,7 +104,7 @@ func TestStatusPatches(t *testing.T) {
 			name:   "progress writes counters and the checkpoint",
 			status: withRun(etlv1.PhaseRunning, "r1"),
 			apply: func(st *etlv1.ETLPipelineStatus) bool {
-				return applyProgress(st, Progress{RowsRead: 10, RowsWritten: 9, Batches: 2, Checkpoint: cp, CheckpointTime: now})
+				return applyProgress(st, Progress{RowsRead: 10, RowsWritten: 9, Batches: 2, Checkpoint: cp, CheckpointTime: now}, false)
 			},
 			changed: true,
 			check: func(t *testing.T, st *etlv1.ETLPipelineStatus) {
@@ -121,18 +121,18 @@ func TestStatusPatches(t *testing.T) {
 			name: "progress with nothing new changes nothing",
 			status: func() *etlv1.ETLPipelineStatus {
 				st := withRun(etlv1.PhaseRunning, "r1")
-				applyProgress(st, Progress{RowsRead: 10, Checkpoint: cp, CheckpointTime: now})
+				applyProgress(st, Progress{RowsRead: 10, Checkpoint: cp, CheckpointTime: now}, false)
 				return st
 			}(),
 			apply: func(st *etlv1.ETLPipelineStatus) bool {
-				return applyProgress(st, Progress{RowsRead: 10, Checkpoint: cp, CheckpointTime: now.Add(time.Hour)})
+				return applyProgress(st, Progress{RowsRead: 10, Checkpoint: cp, CheckpointTime: now.Add(time.Hour)}, false)
 			},
 			changed: false,
 		},
 		{
 			name:   "progress without a checkpoint keeps the previous one",
 			status: &etlv1.ETLPipelineStatus{Phase: etlv1.PhaseRunning, Run: &etlv1.RunStatus{ID: "r1"}, Checkpoint: &etlv1.CheckpointStatus{Values: cp}},
-			apply:  func(st *etlv1.ETLPipelineStatus) bool { return applyProgress(st, Progress{}) },
+			apply:  func(st *etlv1.ETLPipelineStatus) bool { return applyProgress(st, Progress{}, false) },
 			check: func(t *testing.T, st *etlv1.ETLPipelineStatus) {
 				if st.Checkpoint == nil || len(st.Checkpoint.Values) != 2 {
 					t.Fatalf("checkpoint lost: %+v", st.Checkpoint)
@@ -144,7 +144,7 @@ func TestStatusPatches(t *testing.T) {
 			status: withRun(etlv1.PhaseRunning, "r1"),
 			apply: func(st *etlv1.ETLPipelineStatus) bool {
 				applyEnd(st, End{Phase: etlv1.PhaseFailed, ErrorClass: etlv1.ErrorBusiness, Message: "bad column", Time: now,
-					Progress: Progress{RowsRead: 5}})
+					Progress: Progress{RowsRead: 5}}, false)
 				return true
 			},
 			changed: true,
@@ -159,7 +159,7 @@ func TestStatusPatches(t *testing.T) {
 			name:   "a completed full run clears the checkpoint",
 			status: &etlv1.ETLPipelineStatus{Phase: etlv1.PhaseRunning, Run: &etlv1.RunStatus{ID: "r1"}, Checkpoint: &etlv1.CheckpointStatus{Values: cp}},
 			apply: func(st *etlv1.ETLPipelineStatus) bool {
-				applyEnd(st, End{Phase: etlv1.PhaseIdle, ClearCheckpoint: true, Time: now})
+				applyEnd(st, End{Phase: etlv1.PhaseIdle, ClearCheckpoint: true, Time: now}, false)
 				return true
 			},
 			changed: true,
@@ -173,7 +173,7 @@ func TestStatusPatches(t *testing.T) {
 			name:   "a long message is cut to the API's limit",
 			status: withRun(etlv1.PhaseRunning, "r1"),
 			apply: func(st *etlv1.ETLPipelineStatus) bool {
-				applyEnd(st, End{Phase: etlv1.PhaseFailed, Message: strings.Repeat("é", 5000), Time: now})
+				applyEnd(st, End{Phase: etlv1.PhaseFailed, Message: strings.Repeat("é", 5000), Time: now}, false)
 				return true
 			},
 			changed: true,
@@ -202,7 +202,7 @@ func TestApplyEndCountsConsecutiveFailures(t *testing.T) {
 		phase etlv1.Phase
 		want  int32
 	}{{etlv1.PhaseFailed, 3}, {etlv1.PhasePaused, 3}, {etlv1.PhaseFailed, 4}, {etlv1.PhaseIdle, 0}} {
-		applyEnd(st, End{Phase: step.phase})
+		applyEnd(st, End{Phase: step.phase}, false)
 		if st.ConsecutiveFailures != step.want {
 			t.Fatalf("after %s: %d consecutive failures, want %d", step.phase, st.ConsecutiveFailures, step.want)
 		}
@@ -215,7 +215,7 @@ func TestApplyProgressSetsAndClearsTheRunnersConditions(t *testing.T) {
 		{Type: etlv1.ConditionReady, Status: metav1.ConditionUnknown, Reason: etlv1.ReasonRunning},
 	}}
 	held := metav1.Condition{Type: etlv1.ConditionHorizonHeld, Status: metav1.ConditionFalse, Reason: etlv1.ReasonHorizonCurrent, Message: "at x"}
-	if !applyProgress(st, Progress{Conditions: []metav1.Condition{held}, Cleared: []string{etlv1.ConditionCheckpointReset}}) {
+	if !applyProgress(st, Progress{Conditions: []metav1.Condition{held}, Cleared: []string{etlv1.ConditionCheckpointReset}}, false) {
 		t.Fatal("nothing changed")
 	}
 	if meta.FindStatusCondition(st.Conditions, etlv1.ConditionCheckpointReset) != nil ||
@@ -223,7 +223,7 @@ func TestApplyProgressSetsAndClearsTheRunnersConditions(t *testing.T) {
 		meta.FindStatusCondition(st.Conditions, etlv1.ConditionReady) == nil {
 		t.Fatalf("conditions %+v", st.Conditions)
 	}
-	if applyProgress(st, Progress{Conditions: []metav1.Condition{held}, Cleared: []string{etlv1.ConditionCheckpointReset}}) {
+	if applyProgress(st, Progress{Conditions: []metav1.Condition{held}, Cleared: []string{etlv1.ConditionCheckpointReset}}, false) {
 		t.Fatal("the same report changed the status again: a write per tick")
 	}
 }

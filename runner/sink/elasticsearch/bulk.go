@@ -110,17 +110,19 @@ func (it *item) describe() string {
 	if it.errType != "" {
 		fmt.Fprintf(&b, ": %s: %s", it.errType, bound(it.reason))
 	}
-	if it.causeType != "" {
+	switch {
+	case it.causeType != "" && causeQuotesValue(it.errType):
+		fmt.Fprintf(&b, " (caused by %s)", it.causeType)
+	case it.causeType != "":
 		fmt.Fprintf(&b, " (caused by %s: %s)", it.causeType, bound(it.causeReason))
 	}
 	return b.String()
 }
 
-// bound puts a reason on one line and shortens it: Elasticsearch quotes document values in
-// some of them.
+// bound removes the document values a reason quotes, puts it on one line and shortens it.
 func bound(s string) string {
 	const maxReason = 300
-	s = strings.Join(strings.Fields(s), " ")
+	s = strings.Join(strings.Fields(withoutValues(s)), " ")
 	if len(s) <= maxReason {
 		return s
 	}

@@ -80,7 +80,8 @@ func appendValue(buf []byte, v any, oid, elem uint32) ([]byte, error) {
 		return appendRawJSON(buf, v)
 	case json.Number:
 		if !json.Valid([]byte(v)) {
-			return buf, fmt.Errorf("invalid JSON number %q", string(v))
+			// The number is row data: its length, not its text, goes into the error.
+			return buf, fmt.Errorf("invalid JSON number (%d bytes)", len(v))
 		}
 		return append(buf, v...), nil
 	case [16]byte:

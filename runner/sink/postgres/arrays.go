@@ -378,16 +378,18 @@ func (s *Sink) encodeArrays(sh *shape, rows [][]any) ([][]byte, error) {
 	for r, row := range rows {
 		for c, v := range row {
 			var err error
+			oid := sh.elems[c]
 			switch {
 			case v == nil:
 				scratch = nil
 			case sh.text[c]:
-				scratch, err = encodeText(m, sh.encodeAs[c], v, scratch[:0])
+				oid = sh.encodeAs[c]
+				scratch, err = encodeText(m, oid, v, scratch[:0])
 			default:
-				scratch, err = m.Encode(sh.elems[c], pgtype.BinaryFormatCode, v, scratch[:0])
+				scratch, err = m.Encode(oid, pgtype.BinaryFormatCode, v, scratch[:0])
 			}
 			if err != nil {
-				return nil, failure.Business(fmt.Errorf("write to %s: row %d, column %q: %w", s.name(), r+1, sh.columns[c], err))
+				return nil, s.encodeError(m, r+1, sh.columns[c], oid, v)
 			}
 			if scratch == nil {
 				hasNull[c] = true
