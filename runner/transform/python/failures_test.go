@@ -21,6 +21,7 @@ func TestBatchFailuresNameTheTaskAndTheRow(t *testing.T) {
 		codes []string
 		opts  Options
 		want  []string
+		not   []string
 	}{
 		{
 			name: "exception",
@@ -107,9 +108,11 @@ def transform(row):
 			want:  []string{`task "t1" ran out of memory (limit 256 MiB) at reader row (id=1): MemoryError`, "row['big'] = bytearray(512 << 20)"},
 		},
 		{
-			name:  "the worker exits",
-			codes: []string{"import os\ndef transform(row):\n    print('leaving now')\n    os._exit(3)\n"},
-			want:  []string{"the python worker ended during a batch", "exited with status 3", "leaving now"},
+			name: "the worker exits",
+			// What it printed may quote a row: it stays in the runner's log.
+			codes: []string{"import os\ndef transform(row):\n    print('leaving now', row['name'])\n    os._exit(3)\n"},
+			want:  []string{"the python worker ended during a batch", "exited with status 3", "its last output is in the runner's log"},
+			not:   []string{"leaving now"},
 		},
 	}
 	for _, c := range cases {
@@ -123,6 +126,11 @@ def transform(row):
 			for _, w := range c.want {
 				if !strings.Contains(err.Error(), w) {
 					t.Errorf("error does not contain %q:\n%v", w, err)
+				}
+			}
+			for _, w := range c.not {
+				if strings.Contains(err.Error(), w) {
+					t.Errorf("error contains %q:\n%v", w, err)
 				}
 			}
 			if failure.Classify(err) != etlv1.ErrorBusiness {

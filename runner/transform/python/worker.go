@@ -310,8 +310,10 @@ func (w *worker) exitReport() (msg string, memory, signaled bool) {
 	text := w.stderr.String()
 	memory = strings.Contains(text, "MemoryError") || strings.Contains(text, "Cannot allocate memory") ||
 		strings.Contains(text, "out of memory")
+	// What the worker wrote (a task's print, Python's own report of a crash) may quote rows:
+	// it went to the runner's log, and the error only points there.
 	if text != "" {
-		status += "; its last output:\n" + text
+		status += "; its last output is in the runner's log (python stderr)"
 	}
 	return status, memory, signaled
 }
