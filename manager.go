@@ -4,12 +4,14 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"net/http"
 	"os"
 
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/event"
@@ -29,7 +31,8 @@ const leaderElectionID = "sluice.etl.sluice.dev"
 type managerFlags struct {
 	configPath  string
 	namespace   string
-	metricsAddr string
+	metricsAddr   string
+	metricsSecure bool
 	probeAddr   string
 	leaderElect bool
 	concurrency int
@@ -41,7 +44,8 @@ func parseManagerFlags(args []string) (*managerFlags, error) {
 	fs := flag.NewFlagSet("manager", flag.ContinueOnError)
 	fs.StringVar(&f.configPath, "config", configv1.DefaultConfigPath, "operator configuration file (connections, whitelist, runner Jobs)")
 	fs.StringVar(&f.namespace, "namespace", os.Getenv("POD_NAMESPACE"), "the operator's namespace, where runner Jobs run and connection Secrets live (default $POD_NAMESPACE)")
-	fs.StringVar(&f.metricsAddr, "metrics-bind-address", ":8080", `address of the metrics endpoint; "0" disables it`)
+	fs.StringVar(&f.metricsAddr, "metrics-bind-address", ":8443", `address of the metrics endpoint; "0" disables it`)
+	fs.BoolVar(&f.metricsSecure, "metrics-secure", true, "serve the metrics over HTTPS to callers whose token may get /metrics (RBAC); false serves plain HTTP to anyone")
 	fs.StringVar(&f.probeAddr, "health-probe-bind-address", ":8081", "address of the /healthz and /readyz endpoints")
 	fs.BoolVar(&f.leaderElect, "leader-elect", false, "elect a leader so that only one replica reconciles")
 	fs.IntVar(&f.concurrency, "max-concurrent-reconciles", 4, "pipelines reconciled in parallel")
@@ -105,7 +109,7 @@ func startManager(f *managerFlags) error {
 	}
 	mgr, err := ctrl.NewManager(restCfg, ctrl.Options{
 		Scheme:                  scheme,
-		Metrics:                 metricsserver.Options{BindAddress: f.metricsAddr},
+		Metrics:                 metricsOptions(f),
 		HealthProbeBindAddress:  f.probeAddr,
 		LeaderElection:          f.leaderElect,
 		LeaderElectionID:        leaderElectionID,
@@ -161,4 +165,20 @@ func startManager(f *managerFlags) error {
 		return fmt.Errorf("manager stopped: %w", err)
 	}
 	return nil
+}
+
+// metricsAuth is the filter that authenticates and authorizes the callers of the metrics
+// endpoint (set to filters.WithAuthenticationAndAuthorization).
+var metricsAuth func(*rest.Config, *http.Client) (metricsserver.Filter, error)
+
+// metricsOptions serve the manager's metrics the way kubebuilder scaffolds them: HTTPS (a
+// self-signed certificate unless one is mounted), and only to a caller whose token the API
+// server authenticates and whose RBAC allows get on the non-resource URL /metrics
+// (config/rbac/metrics_reader_role.yaml).
+func metricsOptions(f *managerFlags) metricsserver.Options {
+	o := metricsserver.Options{BindAddress: f.metricsAddr, SecureServing: f.metricsSecure}
+	if f.metricsSecure {
+		o.FilterProvider = metricsAuth
+	}
+	return o
 }

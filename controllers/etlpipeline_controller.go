@@ -145,7 +145,11 @@ func (r *ETLPipelineReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 		r.reconcileSpec,
 		r.reconcileRunJob,
 		r.reconcileStartup,
+		// Before the phase moves on (a new run replaces status.run) and after (the manager
+		// closed a run): a run is counted once either way.
+		r.reconcileTotals,
 		r.reconcilePhase,
+		r.reconcileTotals,
 		r.reconcileJob,
 		r.reconcileProgress,
 		r.reconcileHistory,
@@ -630,6 +634,7 @@ func (r *ETLPipelineReconciler) patchStatus(ctx context.Context, base *etlv1.ETL
 	r.recordStall(base, p)
 	return false, nil
 }
+
 
 // recordStall emits a Warning event when a run has just passed its progress deadline.
 func (r *ETLPipelineReconciler) recordStall(base, p *etlv1.ETLPipeline) {

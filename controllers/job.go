@@ -40,6 +40,9 @@ const (
 	jobTTL = int32(24 * 60 * 60)
 )
 
+// RunnerMetricsPort is the port of a runner's /metrics (sluice runner --metrics-bind-address).
+const RunnerMetricsPort = 8080
+
 // runnerSelector selects the runner Jobs Sluice made; the manager's Job cache is limited to it.
 var runnerSelector = map[string]string{
 	labelName:      appName,
@@ -326,8 +329,10 @@ func runnerPod(cfg *configv1.OperatorConfig, account string, labels map[string]s
 				ImagePullPolicy: corev1.PullPolicy(cfg.Runner.ImagePullPolicy),
 				Args:            args,
 				Env:             env,
-				VolumeMounts:    mounts,
-				Resources:       cfg.Runner.RunnerResources(),
+				// The runner serves /metrics here while it runs (config/prometheus' PodMonitor).
+				Ports:        []corev1.ContainerPort{{Name: "metrics", ContainerPort: RunnerMetricsPort, Protocol: corev1.ProtocolTCP}},
+				VolumeMounts: mounts,
+				Resources:    cfg.Runner.RunnerResources(),
 				// The runner's last words (or its last log lines) explain a failed Job.
 				TerminationMessagePolicy: corev1.TerminationMessageFallbackToLogsOnError,
 				SecurityContext: &corev1.SecurityContext{

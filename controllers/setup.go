@@ -48,6 +48,9 @@ func (r *ETLPipelineReconciler) SetupWithManager(mgr ctrl.Manager, opts controll
 	if r.config() == nil || r.Namespace == "" {
 		return fmt.Errorf("setup %s: the operator configuration and namespace are required", ControllerName)
 	}
+	if err := registerMetrics(&PipelineCollector{Reader: mgr.GetClient()}); err != nil {
+		return fmt.Errorf("setup %s: register metrics: %w", ControllerName, err)
+	}
 	b := ctrl.NewControllerManagedBy(mgr).
 		Named("etlpipeline").
 		For(&etlv1.ETLPipeline{}, builder.WithPredicates(PipelineChanged())).

@@ -35,6 +35,14 @@ func (e *executor) bound(ctx context.Context, s *session) error {
 	e.horizon = &h
 	c := horizonCondition(h, heldAfter, time.Now())
 	e.setCondition(c)
+	if c.Status == metav1.ConditionTrue {
+		// Once per run: the horizon is taken once, at the run's first batch.
+		if ev, ok := e.rep.(status.Eventer); ok {
+			cctx, cancel := context.WithTimeout(ctx, statusTimeout)
+			ev.Event(cctx, true, etlv1.ConditionHorizonHeld, c.Message)
+			cancel()
+		}
+	}
 	e.log.Info("read horizon", "horizon", h.Value, "inclusive", h.Inclusive, "empty", h.Empty,
 		"held", c.Status == metav1.ConditionTrue, "holder", holderString(h.Holder))
 	return nil

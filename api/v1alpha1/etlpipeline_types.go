@@ -434,6 +434,57 @@ type ETLPipelineStatus struct {
 	// completed.
 	// +optional
 	ConsecutiveFailures int32 `json:"consecutiveFailures,omitempty"`
+
+	// Totals are the pipeline's counters over all its runs, for its metrics: the manager adds
+	// a run's counters once, when the run has ended, so they survive restarts and only grow.
+	// +optional
+	Totals *PipelineTotals `json:"totals,omitempty"`
+
+	// History holds the last runs that ended, newest first (at most MaxRunHistory).
+	// +optional
+	// +kubebuilder:validation:MaxItems=10
+	History []RunSummary `json:"history,omitempty"`
+}
+
+// MaxRunHistory is how many ended runs status.history keeps.
+const MaxRunHistory = 5
+
+// PipelineTotals are a pipeline's counters over all its runs.
+type PipelineTotals struct {
+	RowsRead    int64 `json:"rowsRead,omitempty"`
+	RowsWritten int64 `json:"rowsWritten,omitempty"`
+	RowsDeleted int64 `json:"rowsDeleted,omitempty"`
+	Batches     int64 `json:"batches,omitempty"`
+	// Runs that ended, by outcome.
+	RunsSucceeded int64 `json:"runsSucceeded,omitempty"`
+	RunsFailed    int64 `json:"runsFailed,omitempty"`
+	RunsPaused    int64 `json:"runsPaused,omitempty"`
+	// LastSuccessTime is the end of the last run that completed.
+	// +optional
+	LastSuccessTime *metav1.Time `json:"lastSuccessTime,omitempty"`
+	// CountedRunID is the last run whose counters are in the totals.
+	// +optional
+	CountedRunID string `json:"countedRunID,omitempty"`
+}
+
+// RunSummary is one ended run.
+type RunSummary struct {
+	ID      string     `json:"id"`
+	Trigger RunTrigger `json:"trigger,omitempty"`
+	// Outcome is the phase the run ended in: Idle (completed), Paused or Failed.
+	Outcome Phase `json:"outcome"`
+	// +optional
+	StartTime *metav1.Time `json:"startTime,omitempty"`
+	// +optional
+	CompletionTime *metav1.Time `json:"completionTime,omitempty"`
+	// Duration is CompletionTime minus StartTime, rounded to the second.
+	// +optional
+	Duration    string `json:"duration,omitempty"`
+	RowsRead    int64  `json:"rowsRead,omitempty"`
+	RowsWritten int64  `json:"rowsWritten,omitempty"`
+	RowsDeleted int64  `json:"rowsDeleted,omitempty"`
+	// +optional
+	ErrorClass ErrorClass `json:"errorClass,omitempty"`
 }
 
 // ETLPipeline is a fault-tolerant ETL pipeline from Postgres into an analytics table or an
