@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"os/signal"
 	"runtime/debug"
@@ -24,6 +25,7 @@ import (
 	configv1 "github.com/sluice-dev/sluice/api/config/v1alpha1"
 	etlv1 "github.com/sluice-dev/sluice/api/v1alpha1"
 	"github.com/sluice-dev/sluice/runner"
+	"github.com/sluice-dev/sluice/runner/metrics"
 	"github.com/sluice-dev/sluice/runner/state"
 	"github.com/sluice-dev/sluice/runner/status"
 )
@@ -50,6 +52,7 @@ func runRunner(args []string) int {
 	python := fs.String("python", "python3", "interpreter of python tasks: a path, or a name looked up in PATH")
 	pythonMemory := fs.String("python-memory-limit", "1Gi", "address space limit of the python worker (a quantity: 512Mi, 2Gi), or none")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
+	metricsAddr := fs.String("metrics-bind-address", ":8080", `address of the /metrics endpoint while the run runs; "0" disables it`)
 	forget := fs.Bool("forget", false, "remove the state of a deleted pipeline ("+configv1.EnvPipelineUID+") from the state database, then exit")
 	if err := fs.Parse(args); err != nil {
 		return 2
@@ -146,8 +149,24 @@ func runRunner(args []string) int {
 		p.Reporter = status.NewKube(c, key, p.RunID, status.RedactCheckpoint(redact))
 	}
 
+	p.Options.Metrics, p.Options.MetricsListener = serveMetrics(ctx, p.Log, *metricsAddr, p.Pipeline)
 	res := runner.Run(ctx, p)
 	return res.ExitCode
+}
+
+// serveMetrics binds the metrics endpoint of a run of pipeline (runner.Run serves it and
+// closes the listener). Metrics are not worth a failed run: when the address cannot be bound
+// the run goes on without them.
+func serveMetrics(ctx context.Context, log *slog.Logger, addr string, pipeline state.Pipeline) (*metrics.Metrics, net.Listener) {
+	if addr == "0" || addr == "" {
+		return nil, nil
+	}
+	l, err := (&net.ListenConfig{}).Listen(ctx, "tcp", addr)
+	if err != nil {
+		log.Warn("cannot serve metrics: the run goes on without them", "address", addr, "error", err.Error())
+		return nil, nil
+	}
+	return metrics.New(pipeline.Namespace, pipeline.Name), l
 }
 
 // kubeClient returns a client for ETLPipelines: from the --kubeconfig file, else from

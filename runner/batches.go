@@ -8,6 +8,7 @@ import (
 
 	"github.com/sluice-dev/sluice/runner/batch"
 	"github.com/sluice-dev/sluice/runner/failure"
+	"github.com/sluice-dev/sluice/runner/metrics"
 	"github.com/sluice-dev/sluice/runner/sink"
 	"github.com/sluice-dev/sluice/runner/state"
 	"github.com/sluice-dev/sluice/runner/transform"
@@ -23,6 +24,9 @@ func (e *executor) step(ctx context.Context, s *session, stages []transform.Stag
 	if b.Len() == 0 {
 		return true, nil
 	}
+	// No read started since this page's ended (the next prefetch starts below), so the
+	// session's timing is this page's.
+	obs := metrics.Batch{Read: s.readTook, Bytes: wireBytes(b)}
 	pos, err := s.reader.Position(b, b.Len()-1)
 	if err != nil {
 		return false, err
@@ -33,7 +37,7 @@ func (e *executor) step(ctx context.Context, s *session, stages []transform.Stag
 	}
 	read := int64(b.Len())
 	markDeleted(e.pl.deleteWhen, b)
-	out, err := transform.Chain(ctx, stages, b)
+	out, err := e.transform(ctx, stages, b, &obs)
 	if err != nil {
 		return false, err
 	}
@@ -41,12 +45,36 @@ func (e *executor) step(ctx context.Context, s *session, stages []transform.Stag
 	if err := checkKeys(out, e.pl.sinkKey); err != nil {
 		return false, err
 	}
-	if err := e.write(ctx, s, out, pos, read); err != nil {
+	if err := e.write(ctx, s, out, pos, read, obs); err != nil {
 		return false, err
 	}
 	// The sink has copied the rows it sends: the raw buffer can serve a later page.
 	b.Raw.Release()
 	return !more, nil
+}
+
+// transform applies the stages to b and times them into obs. Identity stages are not timed:
+// they do nothing, and a transform series of no-ops would only hide that the run has none.
+// Every other stage is the python tasks' (transform.Build).
+func (e *executor) transform(ctx context.Context, stages []transform.Stage, b *batch.Batch, obs *metrics.Batch) (*batch.Batch, error) {
+	if e.identity {
+		return transform.Chain(ctx, stages, b)
+	}
+	start := time.Now()
+	out, err := transform.Chain(ctx, stages, b)
+	obs.Transform = time.Since(start)
+	e.metrics.Python(obs.Transform)
+	return out, err
+}
+
+// wireBytes is the size of a batch as the source sent it, known for an undecoded batch
+// without looking at its rows: its tuples less their column counts are the values and their
+// length words, what the reader bounds pages by. A decoded batch does not keep it (0).
+func wireBytes(b *batch.Batch) int64 {
+	if b.Raw == nil {
+		return 0
+	}
+	return int64(len(b.Raw.Tuples) - 2*b.Raw.Len())
 }
 
 // read returns the page after the committed checkpoint.
@@ -62,7 +90,7 @@ func (e *executor) read(ctx context.Context, s *session) (*batch.Batch, error) {
 // write writes a batch and commits its checkpoint: in one transaction when the sink lives in
 // the state database (rows and checkpoint together, exactly once), else rows first and
 // checkpoint second (a crash in between replays the batch, which the upsert absorbs).
-func (e *executor) write(ctx context.Context, s *session, out *batch.Batch, pos []string, read int64) error {
+func (e *executor) write(ctx context.Context, s *session, out *batch.Batch, pos []string, read int64, obs metrics.Batch) error {
 	// RowsWritten and RowsDeleted count the rows handed to the sink (after transforms), which
 	// the checkpoint statement must know before the sink has written them.
 	deleted := int64(out.CountDeleted())
@@ -77,10 +105,13 @@ func (e *executor) write(ctx context.Context, s *session, out *batch.Batch, pos 
 			st := s.store.AdvanceStatement(e.epoch, adv, e.sentAfter)
 			stmt = sink.Statement{SQL: st.SQL, Params: st.Params}
 		}
+		// The checkpoint commits with the rows: the batch has no checkpoint stage of its own.
+		start := time.Now()
 		if err := s.txSink.Send(ctx, out, stmt); err != nil {
 			return err
 		}
-		e.inflight = append(e.inflight, sentBatch{pos: pos, adv: adv})
+		obs.Write = time.Since(start)
+		e.inflight = append(e.inflight, sentBatch{pos: pos, adv: adv, obs: obs})
 		e.sentAfter = pos
 		// One batch stays in flight while the next is prepared, unless sequential.
 		keep := 1
@@ -94,22 +125,29 @@ func (e *executor) write(ctx context.Context, s *session, out *batch.Batch, pos 
 		}
 		return nil
 	}
+	start := time.Now()
 	if _, err := s.sink.Write(ctx, out); err != nil {
 		return err
 	}
+	obs.Write = time.Since(start)
 	if !e.opts.CheckpointAtEnd {
+		start = time.Now()
 		if err := s.store.Advance(ctx, e.epoch, adv); err != nil {
 			return err
 		}
+		obs.Checkpoint = time.Since(start)
 	}
-	e.committed(pos, adv)
+	e.committed(pos, adv, obs)
 	return nil
 }
 
-// receive waits for the oldest batch in flight and records it as committed.
+// receive waits for the oldest batch in flight and records it as committed. The wait is the
+// batch's write time besides its sending; the sink's work while the next batch was prepared
+// cost the run nothing and is not in it.
 func (e *executor) receive(ctx context.Context, s *session) error {
 	b := e.inflight[0]
 	e.inflight = e.inflight[1:]
+	start := time.Now()
 	if _, err := s.txSink.Receive(ctx); err != nil {
 		if failure.IsFenced(err) {
 			return fmt.Errorf("commit batch and checkpoint of pipeline %s with epoch %d: %w", e.p.Pipeline, e.epoch,
@@ -117,7 +155,8 @@ func (e *executor) receive(ctx context.Context, s *session) error {
 		}
 		return err
 	}
-	e.committed(b.pos, b.adv)
+	b.obs.Write += time.Since(start)
+	e.committed(b.pos, b.adv, b.obs)
 	return nil
 }
 
@@ -131,8 +170,8 @@ func (e *executor) drain(ctx context.Context, s *session) error {
 	return nil
 }
 
-// committed records a batch whose rows and checkpoint are durable.
-func (e *executor) committed(pos []string, adv state.Advance) {
+// committed records a batch whose rows and checkpoint are durable, and what it took.
+func (e *executor) committed(pos []string, adv state.Advance, obs metrics.Batch) {
 	if e.opts.CheckpointAtEnd {
 		e.pending.Mode, e.pending.RunID, e.pending.Generation, e.pending.Position = adv.Mode, adv.RunID, adv.Generation, adv.Position
 		e.pending.RowsRead += adv.RowsRead
@@ -146,6 +185,12 @@ func (e *executor) committed(pos []string, adv state.Advance) {
 	e.rowsWritten += adv.RowsWritten
 	e.rowsDeleted += adv.RowsDeleted
 	e.batches++
+	e.metrics.Committed(e.totals(), obs)
+}
+
+// totals are the committed counters as the metrics take them.
+func (e *executor) totals() metrics.Totals {
+	return metrics.Totals{RowsRead: e.rowsRead, RowsWritten: e.rowsWritten, RowsDeleted: e.rowsDeleted, Batches: e.batches}
 }
 
 // flushPending commits what CheckpointAtEnd held back.

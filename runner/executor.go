@@ -15,6 +15,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -22,6 +23,7 @@ import (
 	configv1 "github.com/sluice-dev/sluice/api/config/v1alpha1"
 	etlv1 "github.com/sluice-dev/sluice/api/v1alpha1"
 	"github.com/sluice-dev/sluice/runner/failure"
+	"github.com/sluice-dev/sluice/runner/metrics"
 	"github.com/sluice-dev/sluice/runner/source"
 	"github.com/sluice-dev/sluice/runner/state"
 	"github.com/sluice-dev/sluice/runner/status"
@@ -51,7 +53,7 @@ type Params struct {
 	Options        Options
 }
 
-// Options tune a run; the zero value is production's.
+// Options tune a run; the zero value is production's, without metrics.
 type Options struct {
 	// CheckInterval is the least time between two reads of the pipeline for a pause (1s).
 	CheckInterval time.Duration
@@ -79,6 +81,11 @@ type Options struct {
 	PythonMemoryLimit int64
 	// Sleep waits between retries (tests shorten it); nil sleeps.
 	Sleep func(ctx context.Context, d time.Duration) error
+	// Metrics, when set, records the run's metrics (runner/metrics); nil records none.
+	Metrics *metrics.Metrics
+	// MetricsListener, when set with Metrics, serves them at /metrics while Run runs; Run
+	// closes it before it returns.
+	MetricsListener net.Listener
 }
 
 func (o *Options) defaults() {
@@ -135,8 +142,11 @@ func Run(ctx context.Context, p Params) Result {
 	if p.LookupEnv == nil {
 		p.LookupEnv = func(string) (string, bool) { return "", false }
 	}
-	e := &executor{p: p, opts: p.Options, rep: p.Reporter, scrub: &scrubber{}}
+	e := &executor{p: p, opts: p.Options, rep: p.Reporter, scrub: &scrubber{}, metrics: p.Options.Metrics}
 	e.log = p.Log.With("pipeline", p.Pipeline.String(), "run", p.RunID)
+	if stop := e.serveMetrics(ctx); stop != nil {
+		defer stop()
+	}
 	res := e.run(ctx)
 	res.RowsRead, res.RowsWritten, res.Batches = e.rowsRead, e.rowsWritten, e.batches
 	switch {
@@ -151,6 +161,30 @@ func Run(ctx context.Context, p Params) Result {
 	return res
 }
 
+// serveMetrics serves the run's metrics when it has a listener for them, and returns what
+// stops the server (nil when there is none).
+func (e *executor) serveMetrics(ctx context.Context) func() {
+	l := e.opts.MetricsListener
+	if l == nil {
+		return nil
+	}
+	if e.metrics == nil {
+		_ = l.Close()
+		return nil
+	}
+	srv := e.metrics.Serve(l)
+	e.log.Info("serving metrics", "address", l.Addr().String(), "path", metrics.Path)
+	return func() {
+		// A scrape in progress may finish; the end does not wait for the next one: the
+		// run's totals outlive it in the pipeline's status.
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+		defer cancel()
+		if err := srv.Shutdown(sctx); err != nil {
+			e.log.Warn("metrics server", "error", err.Error())
+		}
+	}
+}
+
 // executor holds one run's progress. Only committed state lives here: after an error the
 // session goes, this stays, and the retry starts from it.
 type executor struct {
@@ -160,6 +194,8 @@ type executor struct {
 	rep   status.Reporter
 	scrub *scrubber
 	pl    *plan
+	// metrics records the run's metrics; nil records none.
+	metrics *metrics.Metrics
 
 	trigger  etlv1.RunTrigger
 	identity bool
@@ -199,6 +235,8 @@ type executor struct {
 type sentBatch struct {
 	pos []string
 	adv state.Advance
+	// obs is what the batch took so far; the wait for its confirmation adds to its write.
+	obs metrics.Batch
 }
 
 func (e *executor) run(ctx context.Context) Result {
@@ -309,6 +347,7 @@ func (e *executor) loop(ctx context.Context, stages []transform.Stage) Result {
 		case failure.Classify(err) == etlv1.ErrorInfra && retries < e.pl.retry.attempts:
 			discard()
 			retries++
+			e.metrics.Retry(failure.Classify(err))
 			wait := e.pl.retry.backoff(retries)
 			e.log.Warn("infrastructure error, retrying the batch from the checkpoint",
 				"error", e.scrub.scrub(err.Error()), "retry", retries, "of", e.pl.retry.attempts, "backoff", wait.String())

@@ -12,6 +12,7 @@ import (
 	etlv1 "github.com/sluice-dev/sluice/api/v1alpha1"
 	"github.com/sluice-dev/sluice/runner/batch"
 	"github.com/sluice-dev/sluice/runner/failure"
+	"github.com/sluice-dev/sluice/runner/metrics"
 	"github.com/sluice-dev/sluice/runner/sink"
 	"github.com/sluice-dev/sluice/runner/source"
 	"github.com/sluice-dev/sluice/runner/state"
@@ -34,10 +35,18 @@ type session struct {
 	// raw is true when batches travel undecoded: every stage is the identity and the sink
 	// writes the source's wire encoding.
 	raw bool
+	// readTook is how long the latest read took. Reads never overlap (the source connection
+	// serves one at a time), and the executor takes it once a read returned or its prefetch
+	// was received, before the next starts.
+	readTook time.Duration
+	// metrics are the run's, for the sinks that report to them (nil: none).
+	metrics *metrics.Metrics
 }
 
 // read returns a page, raw when the session moves batches undecoded.
 func (s *session) read(ctx context.Context, after []string) (*batch.Batch, error) {
+	start := time.Now()
+	defer func() { s.readTook = time.Since(start) }()
 	if s.raw {
 		return s.reader.ReadRaw(ctx, after)
 	}
@@ -101,7 +110,7 @@ func connect(ctx context.Context, name, dsn, appName string, readOnly bool, para
 // database (first session) or re-reads the committed state (after a reconnect).
 func (e *executor) open(ctx context.Context) (_ *session, err error) {
 	pl := e.pl
-	s := &session{}
+	s := &session{metrics: e.metrics}
 	defer func() { //nolint:contextcheck // closing must work whatever the caller's context
 		if err != nil {
 			s.close()
@@ -195,12 +204,26 @@ func (e *executor) open(ctx context.Context) (_ *session, err error) {
 	if err = e.beginMirror(ctx, s); err != nil {
 		return nil, err
 	}
+	unconfirmed := committedUnconfirmed(e.inflight, c.Batches-e.batches)
 	e.inflight, e.sentAfter = nil, nil
 	e.rowsRead, e.rowsWritten, e.batches = c.RowsRead, c.RowsWritten, c.Batches
 	e.rowsDeleted = c.RowsDeleted
+	e.metrics.Resumed(e.totals(), unconfirmed)
 	e.pending = state.Advance{}
 	e.log.Info(note, "checkpoint", e.after)
 	return s, nil
+}
+
+// committedUnconfirmed returns what the oldest n batches a failed session left in flight
+// took: they committed (the state has n batches more than the executor saw confirmed) while
+// the session failed before it read their confirmation, a failed read with a batch in flight.
+func committedUnconfirmed(inflight []sentBatch, n int64) []metrics.Batch {
+	n = min(max(n, 0), int64(len(inflight)))
+	out := make([]metrics.Batch, n)
+	for i := range out {
+		out[i] = inflight[i].obs
+	}
+	return out
 }
 
 // appName names the runner's sessions in pg_stat_activity (at most 63 bytes).

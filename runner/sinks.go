@@ -26,9 +26,13 @@ func openPostgres(_ context.Context, pl *plan, s *session) (sink.Sink, error) {
 
 // openElasticsearch checks the whitelist again and resolves the connection's URLs and
 // credentials; no request is made before Prepare.
-func openElasticsearch(_ context.Context, pl *plan, _ *session) (sink.Sink, error) {
+func openElasticsearch(_ context.Context, pl *plan, s *session) (sink.Sink, error) {
+	var opts elasticsearch.Options
+	if s.metrics != nil {
+		opts.OnItemFailures = s.metrics.ElasticsearchItemFailures
+	}
 	return elasticsearch.Open(pl.cfg, elasticsearch.Target{
 		Index: pl.target.Object, Key: pl.sinkKey, Action: pl.spec.Target.Action,
 		Alias: pl.spec.Target.FullSync == etlv1.FullSyncMirror && pl.mode == etlv1.ModeIncremental,
-	}, pl.spec.Target.Connection, pl.lookupEnv, elasticsearch.Options{})
+	}, pl.spec.Target.Connection, pl.lookupEnv, opts)
 }

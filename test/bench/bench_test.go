@@ -7,7 +7,7 @@
 //
 //	SLUICE_TEST_PG_DSN=postgres://... go test -run '^$' -bench . -benchtime=1x -timeout 60m ./test/bench/
 //
-// (-bench Runner or -bench PythonIdentity for one of the two benchmarks).
+// (-bench Runner, -bench PythonIdentity, -bench UpsertMetrics... for one of the benchmarks).
 package bench
 
 import (

@@ -89,6 +89,24 @@ func (it *item) answer(r esutil.BulkIndexerResponseItem, err error, failed bool)
 	}
 }
 
+// failureStatus returns the HTTP status of a failed item: the item's own, or that of the
+// bulk request when Elasticsearch refused it whole (a 429 of an overloaded node). It reports
+// false for an item that succeeded, got no answer yet, or whose request got no HTTP answer
+// (a dropped connection).
+func (it *item) failureStatus() (int, bool) {
+	if !it.answered || it.succeeded() {
+		return 0, false
+	}
+	if it.err == nil {
+		return it.status, it.status > 0
+	}
+	var herr *httpError
+	if errors.As(it.err, &herr) {
+		return herr.status, true
+	}
+	return 0, false
+}
+
 // transient reports whether a failed item may succeed when sent again: no answer at all, a
 // request that failed on the way or with a transient HTTP status, or an item answered 429
 // (Elasticsearch is overloaded), 5xx, or 409 (a version conflict that outlived

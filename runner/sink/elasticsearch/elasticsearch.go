@@ -128,6 +128,10 @@ type Options struct {
 	Sleep func(ctx context.Context, d time.Duration) error
 	// Transport replaces the HTTP transport (tests); nil builds one from the connection.
 	Transport http.RoundTripper
+	// OnItemFailures, when set, learns after every bulk attempt of a Write how many items
+	// failed with each HTTP status (metrics). Items whose request got no HTTP answer are
+	// not counted, and a delete of a missing document is no failure.
+	OnItemFailures func(status, count int)
 }
 
 func (o *Options) defaults() {
@@ -383,6 +387,7 @@ func (s *Sink) send(ctx context.Context) (int64, error) {
 		if err := s.bi.Flush(ctx); err != nil {
 			return 0, fmt.Errorf("write to %s: %w", s.name(), err)
 		}
+		s.reportFailures(pending)
 		retry := spare[:0]
 		var rejected []*item
 		for _, it := range pending {
@@ -410,6 +415,34 @@ func (s *Sink) send(ctx context.Context) (int64, error) {
 			return 0, fmt.Errorf("write to %s: %w", s.name(), err)
 		}
 		pending, spare = retry, pending
+	}
+}
+
+// reportFailures tells OnItemFailures how many of the items of an attempt failed with each
+// status. Failures are few or share a status (a rejected request), so a short list of
+// statuses does.
+func (s *Sink) reportFailures(items []*item) {
+	if s.opts.OnItemFailures == nil {
+		return
+	}
+	type tally struct{ status, count int }
+	var tallies []tally
+next:
+	for _, it := range items {
+		status, ok := it.failureStatus()
+		if !ok {
+			continue
+		}
+		for i := range tallies {
+			if tallies[i].status == status {
+				tallies[i].count++
+				continue next
+			}
+		}
+		tallies = append(tallies, tally{status, 1})
+	}
+	for _, t := range tallies {
+		s.opts.OnItemFailures(t.status, t.count)
 	}
 }
 
