@@ -4,19 +4,18 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"net/http"
 	"os"
 
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
-	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	"sigs.k8s.io/controller-runtime/pkg/metrics/filters"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	configv1 "github.com/sluice-dev/sluice/api/config/v1alpha1"
@@ -29,14 +28,14 @@ const leaderElectionID = "sluice.etl.sluice.dev"
 
 // managerFlags are the flags of `sluice manager`.
 type managerFlags struct {
-	configPath  string
-	namespace   string
+	configPath    string
+	namespace     string
 	metricsAddr   string
 	metricsSecure bool
-	probeAddr   string
-	leaderElect bool
-	concurrency int
-	zap         zap.Options
+	probeAddr     string
+	leaderElect   bool
+	concurrency   int
+	zap           zap.Options
 }
 
 func parseManagerFlags(args []string) (*managerFlags, error) {
@@ -167,10 +166,6 @@ func startManager(f *managerFlags) error {
 	return nil
 }
 
-// metricsAuth is the filter that authenticates and authorizes the callers of the metrics
-// endpoint (set to filters.WithAuthenticationAndAuthorization).
-var metricsAuth func(*rest.Config, *http.Client) (metricsserver.Filter, error)
-
 // metricsOptions serve the manager's metrics the way kubebuilder scaffolds them: HTTPS (a
 // self-signed certificate unless one is mounted), and only to a caller whose token the API
 // server authenticates and whose RBAC allows get on the non-resource URL /metrics
@@ -178,7 +173,7 @@ var metricsAuth func(*rest.Config, *http.Client) (metricsserver.Filter, error)
 func metricsOptions(f *managerFlags) metricsserver.Options {
 	o := metricsserver.Options{BindAddress: f.metricsAddr, SecureServing: f.metricsSecure}
 	if f.metricsSecure {
-		o.FilterProvider = metricsAuth
+		o.FilterProvider = filters.WithAuthenticationAndAuthorization
 	}
 	return o
 }

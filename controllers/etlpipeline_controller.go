@@ -635,7 +635,6 @@ func (r *ETLPipelineReconciler) patchStatus(ctx context.Context, base *etlv1.ETL
 	return false, nil
 }
 
-
 // recordStall emits a Warning event when a run has just passed its progress deadline.
 func (r *ETLPipelineReconciler) recordStall(base, p *etlv1.ETLPipeline) {
 	c := meta.FindStatusCondition(p.Status.Conditions, etlv1.ConditionProgressing)

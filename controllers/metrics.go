@@ -119,7 +119,7 @@ func pipelineMetrics(p *etlv1.ETLPipeline, now time.Time) []prometheus.Metric {
 	if st.Totals != nil {
 		tot = *st.Totals
 	}
-	var read, written, deleted, batches int64 = tot.RowsRead, tot.RowsWritten, tot.RowsDeleted, tot.Batches
+	read, written, deleted, batches := tot.RowsRead, tot.RowsWritten, tot.RowsDeleted, tot.Batches
 	if r := st.Run; r != nil && r.ID != tot.CountedRunID {
 		read, written, deleted, batches = read+r.RowsRead, written+r.RowsWritten, deleted+r.RowsDeleted, batches+r.Batches
 	}

@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -24,6 +25,18 @@ const (
 	connection = "warehouse"
 )
 
+// managerMetricsPort is where the suite's manager serves its metrics (HTTPS, on the host).
+var managerMetricsPort int
+
+// freePort returns a loopback port that was free a moment ago.
+func freePort() int {
+	GinkgoHelper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	Expect(err).NotTo(HaveOccurred())
+	defer func() { _ = l.Close() }()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
 // allowedTables is the suite's whitelist; each spec that moves rows owns one of these tables
 // (and the source table of the same name in public), so specs never see each other's rows.
 var allowedTables = []string{
@@ -36,6 +49,7 @@ var allowedTables = []string{
 	"analytics.orders_stopped",
 	"analytics.orders_flaky",
 	"analytics.orders_mirror",
+	"analytics.orders_metered",
 }
 
 // suiteDSN is the database of the suite's own (testenv.NewPostgresDB): the operator
@@ -48,6 +62,7 @@ var suiteDSN string
 func installOperator() {
 	GinkgoHelper()
 	suiteDSN = testenv.NewPostgresDB(GinkgoT())
+	managerMetricsPort = freePort()
 
 	dir, err := os.MkdirTemp("", "sluice-e2e-operator-")
 	Expect(err).NotTo(HaveOccurred())
@@ -64,6 +79,13 @@ resources:
   - %s
 patches:
   - path: config.yaml
+  - target:
+      kind: Deployment
+      name: sluice-manager
+    patch: |-
+      - op: add
+        path: /spec/template/spec/containers/0/args/-
+        value: --metrics-bind-address=127.0.0.1:%d
 secretGenerator:
   - name: warehouse-dsn
     namespace: %s
@@ -71,7 +93,7 @@ secretGenerator:
       - dsn
     options:
       disableNameSuffixHash: true
-`, base, operatorNamespace))
+`, base, managerMetricsPort, operatorNamespace))
 	write("dsn", suiteDSN)
 	write("config.yaml", fmt.Sprintf(`apiVersion: v1
 kind: ConfigMap
