@@ -67,12 +67,12 @@ func (e *executor) transform(ctx context.Context, stages []transform.Stage, b *b
 	return out, err
 }
 
-// wireBytes is the size of a batch as the source sent it, known for an undecoded batch
-// without looking at its rows: its tuples less their column counts are the values and their
-// length words, what the reader bounds pages by. A decoded batch does not keep it (0).
+// wireBytes is the size of a batch as the source sent it: for an undecoded batch its tuples
+// less their column counts are the values and their length words; a decoded one carries what
+// the reader counted (ReadBytes).
 func wireBytes(b *batch.Batch) int64 {
 	if b.Raw == nil {
-		return 0
+		return b.ReadBytes
 	}
 	return int64(len(b.Raw.Tuples) - 2*b.Raw.Len())
 }

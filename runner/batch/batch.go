@@ -30,6 +30,9 @@ type Batch struct {
 	// written (a soft-deleted source row, a transform's explicit delete). It has one entry per
 	// row; only a deleting row's key columns matter.
 	Deleted []bool
+	// ReadBytes is the size of the values the source sent for the page (and their length
+	// words), as the reader counted them to bound the page; 0 when unknown.
+	ReadBytes int64
 }
 
 // Len returns the number of rows.

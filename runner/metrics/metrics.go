@@ -81,7 +81,7 @@ type Totals struct {
 // of a sink that commits it in the write's transaction.
 type Batch struct {
 	Read, Transform, Write, Checkpoint time.Duration
-	// Bytes is the batch's size as the source sent it (0 when unknown: a decoded batch).
+	// Bytes is the batch's size as the source sent it (0 when unknown).
 	Bytes int64
 }
 
@@ -123,7 +123,7 @@ func New(namespace, name string) *Metrics {
 	m.rowsWritten = f.counter(RowsWritten, "Rows the committed batches wrote to the sink, after transforms.")
 	m.rowsDeleted = f.counter(RowsDeleted, "Keys the committed batches deleted from the sink.")
 	m.batches = f.counter(Batches, "Committed batches.")
-	m.bytesRead = f.counter(BytesRead, "Size of the committed batches as the source sent them (batches that travel undecoded).")
+	m.bytesRead = f.counter(BytesRead, "Size of the committed batches as the source sent them: values and their length words.")
 	m.python = f.counter(PythonSeconds, "Wall time spent in the python transform stage, batches that failed included.")
 	m.rowsPerSecond = f.gauge(RowsPerSecond, "Rows read per second since the run started.")
 	m.retries = f.counterVec(Retries, "Batches retried from the checkpoint, by the class of the error.", LabelClass)

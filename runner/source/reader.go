@@ -200,6 +200,7 @@ func (r *Reader) read(ctx context.Context, after []string, raw bool) (*batch.Bat
 				return err
 			}
 			r.observe(f.size, f.rows)
+			b.ReadBytes += f.size
 			if f.rows <= probeRows || f.full {
 				lookahead = f.rows > probeRows || (f.full && b.Len() > 1)
 				return nil
@@ -219,6 +220,7 @@ func (r *Reader) read(ctx context.Context, after []string, raw bool) (*batch.Bat
 			return err
 		}
 		r.observe(f.size, f.rows)
+		b.ReadBytes += f.size
 		lookahead = f.rows > limit || (f.full && b.Len() > 1)
 		return nil
 	})

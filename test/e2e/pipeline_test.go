@@ -269,9 +269,12 @@ var _ = Describe("ETLPipelines on the local cluster", func() {
 		createOrders("orders_paused", rows)
 		apply(ns, pipelineYAML("paused", "orders_paused", 1000, ""))
 		phases := recordPhases(ns, "paused")
-		// The pause is asked for as soon as the runner claimed the run: it takes effect at the
-		// runner's next look at the pipeline, a second later, in the middle of the run.
+		// The pause is asked for as soon as the first batch is in the sink: it takes effect at
+		// the runner's next look at the pipeline, a second later, in the middle of the run.
+		// (Asked right at the claim, a loaded machine may pause the run before its first batch.)
 		Eventually(phaseOf(ns, "paused")).WithTimeout(60 * time.Second).WithPolling(poll).Should(Equal(etlv1.PhaseRunning))
+		Eventually(func() (int64, error) { return queryInt("SELECT count(*) FROM analytics.orders_paused") }).
+			WithTimeout(60 * time.Second).WithPolling(20 * time.Millisecond).Should(BeNumerically(">", 0))
 
 		By("kubectl patch desiredState Paused mid-run")
 		mustKubectl("patch", "etlp", "paused", "-n", ns, "--type", "merge", "-p", `{"spec":{"desiredState":"Paused"}}`)
