@@ -29,7 +29,8 @@ func TestSpecAtTheCRDsSizeLimitRuns(t *testing.T) {
 		t.Fatalf("the spec is %d bytes, want about a megabyte", len(spec))
 	}
 	cfg := writeConfig(t, testConfig(db))
-	args := []string{"--config", cfg, "--no-status", "--termination-log", "", "--log-level", "warn", "--python", pythonForTests()}
+	args := []string{"--config", cfg, "--no-status", "--termination-log", "", "--log-level", "warn", "--python", pythonForTests(),
+		"--metrics-bind-address", "0"}
 
 	whole := runEnv(envOf(db), spec, "run-0")
 	cmd := exec.Command(bin, append([]string{"runner"}, args...)...)

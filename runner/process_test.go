@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"testing"
 	"time"
 
@@ -55,6 +56,10 @@ type runnerProcess struct {
 
 func startRunner(t *testing.T, bin string, env map[string]string, args ...string) *runnerProcess {
 	t.Helper()
+	// No metrics endpoint: the runner's :8080 is the e2e suite's, which runs beside these tests.
+	if !slices.Contains(args, "--metrics-bind-address") {
+		args = append(args, "--metrics-bind-address", "0")
+	}
 	cmd := exec.Command(bin, append([]string{"runner"}, args...)...)
 	cmd.Env = append(os.Environ(), "GOGC=100")
 	for k, v := range env {
