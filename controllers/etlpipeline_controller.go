@@ -631,6 +631,7 @@ func (r *ETLPipelineReconciler) patchStatus(ctx context.Context, base *etlv1.ETL
 		return false, fmt.Errorf("patch status of pipeline %s/%s: %w", p.Namespace, p.Name, err)
 	}
 	r.recordTransition(base, p)
+	r.recordRunEnded(base, p)
 	r.recordStall(base, p)
 	return false, nil
 }

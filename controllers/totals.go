@@ -67,13 +67,20 @@ func foldRun(st *etlv1.ETLPipelineStatus) *etlv1.RunSummary {
 	return &sum
 }
 
-// reconcileTotals folds a run that has ended into the totals and the history, with one event
-// that says how the run went.
+// reconcileTotals folds a run that has ended into the totals and the history.
 func (r *ETLPipelineReconciler) reconcileTotals(_ context.Context, s *pass) (ctrl.Result, error) {
-	sum := foldRun(&s.p.Status)
-	if sum == nil {
-		return ctrl.Result{}, nil
+	foldRun(&s.p.Status)
+	return ctrl.Result{}, nil
+}
+
+// recordRunEnded emits one event per ended run, saying how it went, once the status that
+// counts it is written: a pass whose write conflicts and is done again does not say it twice.
+func (r *ETLPipelineReconciler) recordRunEnded(base, p *etlv1.ETLPipeline) {
+	if p.Status.Totals == nil || len(p.Status.History) == 0 ||
+		(base.Status.Totals != nil && base.Status.Totals.CountedRunID == p.Status.Totals.CountedRunID) {
+		return
 	}
+	sum := p.Status.History[0]
 	typ, what := corev1.EventTypeNormal, "completed"
 	switch sum.Outcome {
 	case etlv1.PhasePaused:
@@ -81,9 +88,8 @@ func (r *ETLPipelineReconciler) reconcileTotals(_ context.Context, s *pass) (ctr
 	case etlv1.PhaseFailed:
 		typ, what = corev1.EventTypeWarning, fmt.Sprintf("failed (%s)", orUnknown(string(sum.ErrorClass)))
 	}
-	r.Recorder.Eventf(s.p, nil, typ, "RunEnded", "Run", "run %s (%s) %s after %s: %d rows read, %d written, %d deleted",
+	r.Recorder.Eventf(p, nil, typ, "RunEnded", "Run", "run %s (%s) %s after %s: %d rows read, %d written, %d deleted",
 		sum.ID, sum.Trigger, what, orUnknown(sum.Duration), sum.RowsRead, sum.RowsWritten, sum.RowsDeleted)
-	return ctrl.Result{}, nil
 }
 
 func orUnknown(s string) string {

@@ -90,7 +90,8 @@ var _ = Describe("Run history", func() {
 		editSpec(ctx, p, func(s *etlv1.ETLPipelineSpec) { s.DesiredState = etlv1.DesiredPaused })
 		Eventually(phaseOf(ctx, p), timeout, interval).Should(Equal(etlv1.PhasePauseRequested))
 		reportEnd(ctx, p, second.ID, etlv1.PhasePaused)
-		Eventually(phaseOf(ctx, p), timeout, interval).Should(Equal(etlv1.PhasePaused))
+		// The manager's pass that records the pause, before the resume.
+		Eventually(conditionOf(ctx, p, etlv1.ConditionReady), timeout, interval).Should(Equal("True/" + etlv1.ReasonPaused))
 		editSpec(ctx, p, func(s *etlv1.ETLPipelineSpec) { s.DesiredState = etlv1.DesiredRunning })
 		third := waitForRun(ctx, p, etlv1.TriggerResume, 3)
 
@@ -124,7 +125,6 @@ var _ = Describe("Run history", func() {
 			"RunRequested: run " + second.ID,
 			"PauseRequested:",
 			"RunEnded: run " + second.ID + " (Annotation) paused",
-			"Paused:",
 			"RunRequested: run " + third.ID + " (Resume)",
 		}
 		at := 0
@@ -134,5 +134,20 @@ var _ = Describe("Run history", func() {
 			}
 		}
 		Expect(at).To(Equal(len(order)), "events in order %v; got\n%s", order, strings.Join(got, "\n"))
+		// The pause's transition, beside its RunEnded (the same pass writes both).
+		at = 0
+		for _, line := range got {
+			if at < 3 && strings.HasPrefix(line, []string{"PauseRequested:", "Paused:", "RunRequested: run " + third.ID}[at]) {
+				at++
+			}
+		}
+		Expect(at).To(Equal(3), "PauseRequested, Paused, then the resumed run; got\n%s", strings.Join(got, "\n"))
+		ended := 0
+		for _, line := range got {
+			if strings.HasPrefix(line, "RunEnded: run "+second.ID) {
+				ended++
+			}
+		}
+		Expect(ended).To(Equal(1), "one RunEnded per run; got\n%s", strings.Join(got, "\n"))
 	})
 })
