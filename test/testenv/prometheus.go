@@ -30,17 +30,7 @@ const EnvPrometheus = "SLUICE_TEST_PROMETHEUS"
 // PrometheusDir returns the directory holding the prometheus and promtool binaries.
 func PrometheusDir(t TB) string {
 	t.Helper()
-	dir := os.Getenv(EnvPrometheus)
-	if dir == "" {
-		missing(t, "Prometheus", EnvPrometheus)
-		return ""
-	}
-	for _, b := range []string{"prometheus", "promtool"} {
-		if _, err := os.Stat(filepath.Join(dir, b)); err != nil { // #nosec G703 -- the test bed's own directory
-			t.Fatalf("%s=%s lacks %s: %v", EnvPrometheus, dir, b, err)
-		}
-	}
-	return dir
+	return binDir(t, "Prometheus", EnvPrometheus, "prometheus", "promtool")
 }
 
 // Promtool returns the path of the promtool binary.

@@ -52,14 +52,21 @@ func missing(t TB, component, env string) {
 // KubeAssets returns the directory holding etcd and kube-apiserver.
 func KubeAssets(t TB) string {
 	t.Helper()
-	dir := os.Getenv(EnvKubeAssets)
+	return binDir(t, "kube-apiserver", EnvKubeAssets, "etcd", "kube-apiserver")
+}
+
+// binDir returns the directory that the variable env names, which holds the binaries bins of
+// component: missing, the test is skipped (a failure in CI); without one of them, it fails.
+func binDir(t TB, component, env string, bins ...string) string {
+	t.Helper()
+	dir := os.Getenv(env)
 	if dir == "" {
-		missing(t, "kube-apiserver", EnvKubeAssets)
+		missing(t, component, env)
 		return ""
 	}
-	for _, b := range []string{"etcd", "kube-apiserver"} {
+	for _, b := range bins {
 		if _, err := os.Stat(filepath.Join(dir, b)); err != nil { // #nosec G703 -- the test bed's own directory
-			t.Fatalf("%s=%s lacks %s: %v", EnvKubeAssets, dir, b, err)
+			t.Fatalf("%s=%s lacks %s: %v", env, dir, b, err)
 		}
 	}
 	return dir
