@@ -3,7 +3,7 @@ package controllers
 import (
 	"context"
 	"errors"
-	"strings"
+	"slices"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -20,33 +20,28 @@ import (
 // flight; they only grow.
 
 var (
-	pipelineLabels = []string{"namespace", "name"}
-
-	descPhase = prometheus.NewDesc("sluice_pipeline_phase",
-		"The pipeline's phase, as a state set: 1 for the current phase, 0 for the others.", append(pipelineLabels, "phase"), nil)
-	descRowsRead = prometheus.NewDesc("sluice_pipeline_rows_read_total",
-		"Rows read from the source, over every run.", pipelineLabels, nil)
-	descRowsWritten = prometheus.NewDesc("sluice_pipeline_rows_written_total",
-		"Rows written to the sink, over every run.", pipelineLabels, nil)
-	descRowsDeleted = prometheus.NewDesc("sluice_pipeline_rows_deleted_total",
-		"Keys deleted from the sink, over every run.", pipelineLabels, nil)
-	descBatches = prometheus.NewDesc("sluice_pipeline_batches_total",
-		"Batches committed, over every run.", pipelineLabels, nil)
-	descRuns = prometheus.NewDesc("sluice_pipeline_runs_total",
-		"Runs that ended, by outcome (succeeded, failed, paused).", append(pipelineLabels, "outcome"), nil)
-	descLastSuccess = prometheus.NewDesc("sluice_pipeline_last_success_timestamp_seconds",
-		"When the last run that completed ended (unix seconds).", pipelineLabels, nil)
-	descFailures = prometheus.NewDesc("sluice_pipeline_consecutive_failures",
-		"Runs that failed in a row since the last one that completed.", pipelineLabels, nil)
-	descFreshness = prometheus.NewDesc("sluice_pipeline_freshness_seconds",
-		"How far the committed checkpoint's cursor lags behind the clock, for a timestamp cursor.", pipelineLabels, nil)
-	descRunSeconds = prometheus.NewDesc("sluice_pipeline_run_seconds",
-		"How long the run in flight has been going (0 when none is).", pipelineLabels, nil)
-	descLastProgress = prometheus.NewDesc("sluice_pipeline_last_progress_timestamp_seconds",
-		"When the run in flight last committed a batch (unix seconds).", pipelineLabels, nil)
-
-	allDescs = []*prometheus.Desc{descPhase, descRowsRead, descRowsWritten, descRowsDeleted, descBatches, descRuns,
-		descLastSuccess, descFailures, descFreshness, descRunSeconds, descLastProgress}
+	descPhase = pipelineDesc("sluice_pipeline_phase",
+		"The pipeline's phase, as a state set: 1 for the current phase, 0 for the others.", "phase")
+	descRowsRead = pipelineDesc("sluice_pipeline_rows_read_total",
+		"Rows read from the source, over every run.")
+	descRowsWritten = pipelineDesc("sluice_pipeline_rows_written_total",
+		"Rows written to the sink, over every run.")
+	descRowsDeleted = pipelineDesc("sluice_pipeline_rows_deleted_total",
+		"Keys deleted from the sink, over every run.")
+	descBatches = pipelineDesc("sluice_pipeline_batches_total",
+		"Batches committed, over every run.")
+	descRuns = pipelineDesc("sluice_pipeline_runs_total",
+		"Runs that ended, by outcome (succeeded, failed, paused).", "outcome")
+	descLastSuccess = pipelineDesc("sluice_pipeline_last_success_timestamp_seconds",
+		"When the last run that completed ended (unix seconds).")
+	descFailures = pipelineDesc("sluice_pipeline_consecutive_failures",
+		"Runs that failed in a row since the last one that completed.")
+	descFreshness = pipelineDesc("sluice_pipeline_freshness_seconds",
+		"How far the committed checkpoint's cursor lags behind the clock, for a timestamp cursor.")
+	descRunSeconds = pipelineDesc("sluice_pipeline_run_seconds",
+		"How long the run in flight has been going (0 when none is).")
+	descLastProgress = pipelineDesc("sluice_pipeline_last_progress_timestamp_seconds",
+		"When the run in flight last committed a batch (unix seconds).")
 
 	phases = []etlv1.Phase{etlv1.PhaseIdle, etlv1.PhaseRunRequested, etlv1.PhaseRunning, etlv1.PhasePauseRequested,
 		etlv1.PhasePaused, etlv1.PhaseFailed}
@@ -56,16 +51,23 @@ var (
 // +kubebuilder:rbac:groups=authentication.k8s.io,resources=tokenreviews,verbs=create
 // +kubebuilder:rbac:groups=authorization.k8s.io,resources=subjectaccessreviews,verbs=create
 
-// MetricNames lists the names of the manager's metrics.
-func MetricNames() []string {
-	out := make([]string, 0, len(allDescs))
-	for _, d := range allDescs {
-		s := d.String()
-		i := strings.Index(s, `fqName: "`) + len(`fqName: "`)
-		out = append(out, s[i:i+strings.Index(s[i:], `"`)])
-	}
-	return out
+// allDescs and metricNames are every pipeline metric, as pipelineDesc made them.
+var (
+	allDescs    []*prometheus.Desc
+	metricNames []string
+)
+
+// pipelineDesc describes a per-pipeline metric (labels namespace, name and extra) and records
+// it for Describe and MetricNames.
+func pipelineDesc(name, help string, extra ...string) *prometheus.Desc {
+	d := prometheus.NewDesc(name, help, append([]string{"namespace", "name"}, extra...), nil)
+	allDescs = append(allDescs, d)
+	metricNames = append(metricNames, name)
+	return d
 }
+
+// MetricNames lists the names of the manager's metrics.
+func MetricNames() []string { return slices.Clone(metricNames) }
 
 // PipelineCollector collects the pipelines' metrics from a (cached) reader.
 type PipelineCollector struct {

@@ -84,19 +84,11 @@ func validateSpec(spec *etlv1.ETLPipelineSpec, cfg *configv1.OperatorConfig, ns 
 	if msgs := unknownConnections(spec, cfg); len(msgs) > 0 {
 		return &specProblem{Reason: etlv1.ReasonUnknownConnection, Message: strings.Join(msgs, "; ")}
 	}
-	if refused := cfg.Grants().Check(useOf(spec, cfg), ns.Name, ns.Labels); refused != nil {
+	use := cfg.UseOf(spec.Source.Connection, spec.Target.Name, spec.Target.Connection)
+	if refused := cfg.Grants().Check(use, ns.Name, ns.Labels); refused != nil {
 		return &specProblem{Reason: refused.Reason, Message: refused.Message}
 	}
 	return nil
-}
-
-// useOf returns the connections and the target a spec uses, resolved.
-func useOf(spec *etlv1.ETLPipelineSpec, cfg *configv1.OperatorConfig) configv1.Use {
-	kind := etlv1.SinkPostgres
-	if t, err := etlv1.ParseTarget(spec.Target.Name); err == nil {
-		kind = t.Kind
-	}
-	return cfg.UseOf(spec.Source.Connection, spec.Target.Name, targetConnection(spec, cfg, kind))
 }
 
 // scheduleTooFrequent refuses a schedule whose ticks come closer than the operator's
