@@ -7,7 +7,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	etlv1 "github.com/sluice-dev/sluice/api/v1alpha1"
-	"github.com/sluice-dev/sluice/runner/status"
 )
 
 // reportConfinement says how the run's Python transforms are confined (desc is
@@ -25,9 +24,7 @@ func (e *executor) reportConfinement(ctx context.Context, desc string) {
 		return
 	}
 	e.log.Warn("python transforms run unconfined (runner.allowUnsandboxedPython)", "sandbox", desc)
-	if ev, ok := e.rep.(status.Eventer); ok {
-		ev.Event(ctx, true, etlv1.ReasonUnconfined, c.Message)
-	}
+	e.event(ctx, true, etlv1.ReasonUnconfined, c.Message)
 }
 
 // sandboxCondition is the Sandboxed condition of a confinement description: a description

@@ -22,7 +22,7 @@ func checkGrants(cfg *configv1.OperatorConfig, pl *plan, lookupEnv func(string) 
 	}
 	use := cfg.UseOf(pl.sourceConn, pl.spec.Target.Name, pl.sinkConn)
 	if refused := cfg.Grants().Check(use, ns, labels); refused != nil {
-		return failure.Business(fmt.Errorf("%s: %s", refused.Reason, refused.Message))
+		return failure.Business(refused)
 	}
 	return nil
 }

@@ -37,11 +37,7 @@ func (e *executor) bound(ctx context.Context, s *session) error {
 	e.setCondition(c)
 	if c.Status == metav1.ConditionTrue {
 		// Once per run: the horizon is taken once, at the run's first batch.
-		if ev, ok := e.rep.(status.Eventer); ok {
-			cctx, cancel := context.WithTimeout(ctx, statusTimeout)
-			ev.Event(cctx, true, etlv1.ConditionHorizonHeld, c.Message)
-			cancel()
-		}
+		e.event(ctx, true, etlv1.ConditionHorizonHeld, c.Message)
 	}
 	e.log.Info("read horizon", "horizon", h.Value, "inclusive", h.Inclusive, "empty", h.Empty,
 		"held", c.Status == metav1.ConditionTrue, "holder", holderString(h.Holder))
@@ -87,10 +83,16 @@ func (e *executor) checkpointReset(ctx context.Context, r *state.Reset) {
 	e.log.Warn("checkpoint reset", "reason", r.Reason, "message", r.Message)
 	e.setCondition(metav1.Condition{Type: etlv1.ConditionCheckpointReset, Status: metav1.ConditionTrue,
 		Reason: r.Reason, Message: r.Message})
+	e.event(ctx, true, "CheckpointReset", r.Message)
+}
+
+// event records an event on the pipeline when the reporter can, bounded like every call to
+// the API server, so that a hanging one cannot stall the run.
+func (e *executor) event(ctx context.Context, warning bool, reason, message string) {
 	if ev, ok := e.rep.(status.Eventer); ok {
 		cctx, cancel := context.WithTimeout(ctx, statusTimeout)
 		defer cancel()
-		ev.Event(cctx, true, "CheckpointReset", r.Message)
+		ev.Event(cctx, warning, reason, message)
 	}
 }
 

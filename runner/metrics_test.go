@@ -3,6 +3,7 @@ package runner
 import (
 	"context"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"regexp"
@@ -100,7 +101,7 @@ func requireCounts(t *testing.T, m *metrics.Metrics, res Result, read, written, 
 	if shared {
 		want[metrics.StageCheckpoint] = -1
 	}
-	if got := stageCounts(t, m); !equalCounts(got, want) {
+	if got := stageCounts(t, m); !maps.Equal(got, want) {
 		t.Errorf("stage histogram counts %v, want %v (-1: no series)", got, want)
 	}
 	if v, _ := metricValue(t, m, metrics.RowsPerSecond); v <= 0 {
@@ -109,18 +110,6 @@ func requireCounts(t *testing.T, m *metrics.Metrics, res Result, read, written, 
 	if v, _ := metricValue(t, m, metrics.RunStartTimestamp); v < float64(time.Now().Add(-time.Hour).Unix()) {
 		t.Errorf("%s = %v, want the run's start", metrics.RunStartTimestamp, v)
 	}
-}
-
-func equalCounts(a, b map[string]int64) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for k, v := range a {
-		if b[k] != v {
-			return false
-		}
-	}
-	return true
 }
 
 // TestMetricsCountTheRun runs pipelines in-process with metrics on, without and with a python

@@ -6,6 +6,8 @@ import (
 	"strings"
 
 	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/sluice-dev/sluice/runner/status"
 )
 
 // scrubber removes credentials and row values from text that leaves the runner: status
@@ -22,7 +24,7 @@ var (
 	passwordKV  = regexp.MustCompile(`(?i)(password\s*=\s*)('[^']*'|\S+)`)
 )
 
-const redacted = "****"
+const redacted = status.Masked
 
 func newScrubber(dsns map[string]string) *scrubber {
 	s := &scrubber{}

@@ -2,14 +2,13 @@ package transform
 
 import (
 	"context"
-	"os"
 	"strings"
 	"testing"
 
 	etlv1 "github.com/sluice-dev/sluice/api/v1alpha1"
 	"github.com/sluice-dev/sluice/runner/batch"
 	"github.com/sluice-dev/sluice/runner/failure"
-	"github.com/sluice-dev/sluice/runner/sandbox"
+	"github.com/sluice-dev/sluice/runner/sandbox/sandboxtest"
 )
 
 func TestBuild(t *testing.T) {
@@ -54,7 +53,7 @@ func TestBuildStartsOnePythonStage(t *testing.T) {
 	spec := &etlv1.ETLPipelineSpec{Tasks: []etlv1.Task{{Name: "read", SQL: "SELECT 1"},
 		{Name: "double", Python: "def transform(r):\n    r['v'] *= 2\n    return r\n"},
 		{Name: "plus-one", Python: "def transform(r):\n    r['v'] += 1\n    return r\n"}}}
-	opts := Options{AllowUnsandboxed: unsandboxedLocally(t)}
+	opts := Options{AllowUnsandboxed: sandboxtest.UnconfinedLocally(t)}
 	stages, err := Build(ctx, spec, opts)
 	if err != nil {
 		t.Fatalf("Build: %v", err)
@@ -78,19 +77,4 @@ func TestBuildStartsOnePythonStage(t *testing.T) {
 		failure.Classify(err) != etlv1.ErrorBusiness {
 		t.Fatalf("Build with a syntax error = %v, want a business error naming the task", err)
 	}
-}
-
-// unsandboxedLocally is whether the python worker runs unconfined in these tests: on a
-// kernel that cannot sandbox it, outside CI. In CI such a kernel fails the test.
-func unsandboxedLocally(t *testing.T) bool {
-	t.Helper()
-	_, err := sandbox.Decide(sandbox.Detect(), false)
-	if err == nil {
-		return false
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatalf("this kernel cannot sandbox the python worker: %v", err)
-	}
-	t.Logf("this kernel cannot sandbox the python worker, which runs unconfined: %v", err)
-	return true
 }

@@ -8,6 +8,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -362,7 +363,7 @@ func checkSelectors(e expression, records map[string]bool) (selected []*parser.V
 			allowed = append(allowed, "le")
 		}
 		for _, lm := range vs.LabelMatchers {
-			if !contains(allowed, lm.Name) {
+			if !slices.Contains(allowed, lm.Name) {
 				problems = append(problems, fmt.Sprintf("%s: %s has no label %q (it has %v)", e.where, base, lm.Name, m.labels))
 				continue
 			}
@@ -378,7 +379,7 @@ func checkSelectors(e expression, records map[string]bool) (selected []*parser.V
 				values, _ = alternatives(lm.Value)
 			}
 			for _, v := range values {
-				if !contains(known, v) {
+				if !slices.Contains(known, v) {
 					problems = append(problems, fmt.Sprintf("%s: %s{%s}: %q is not one of %v", e.where, base, lm.Name, v, known))
 				}
 			}
@@ -386,15 +387,6 @@ func checkSelectors(e expression, records map[string]bool) (selected []*parser.V
 		return nil
 	})
 	return selected, problems
-}
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }
 
 // TestExpressionsUseContractMetrics parses every PromQL expression of rules.yaml and of the
@@ -505,7 +497,7 @@ func TestAlerts(t *testing.T) {
 		}
 	}
 	for _, want := range requiredAlerts {
-		if !contains(alerts, want) {
+		if !slices.Contains(alerts, want) {
 			t.Errorf("rules.yaml has no alert %s (it has %v)", want, alerts)
 		}
 	}
@@ -604,7 +596,7 @@ func TestManifests(t *testing.T) {
 	if pm.Kind != "PodMonitor" || pm.APIVersion != "monitoring.coreos.com/v1" || pm.Namespace != "sluice-system" {
 		t.Errorf("podmonitor.yaml: %s %s in %q", pm.APIVersion, pm.Kind, pm.Namespace)
 	}
-	if !equalMaps(pm.Spec.Selector.MatchLabels, wantRunner) || !equalStrings(pm.Spec.NamespaceSelector.MatchNames, []string{"sluice-system"}) {
+	if !maps.Equal(pm.Spec.Selector.MatchLabels, wantRunner) || !slices.Equal(pm.Spec.NamespaceSelector.MatchNames, []string{"sluice-system"}) {
 		t.Errorf("podmonitor.yaml selects %v in %v, want %v in sluice-system", pm.Spec.Selector.MatchLabels, pm.Spec.NamespaceSelector.MatchNames, wantRunner)
 	}
 	if len(pm.Spec.PodMetricsEndpoints) != 1 {
@@ -619,7 +611,7 @@ func TestManifests(t *testing.T) {
 	if sm.Kind != "ServiceMonitor" || sm.APIVersion != "monitoring.coreos.com/v1" || sm.Namespace != "sluice-system" {
 		t.Errorf("servicemonitor.yaml: %s %s in %q", sm.APIVersion, sm.Kind, sm.Namespace)
 	}
-	if !equalMaps(sm.Spec.Selector.MatchLabels, wantManager) {
+	if !maps.Equal(sm.Spec.Selector.MatchLabels, wantManager) {
 		t.Errorf("servicemonitor.yaml selects %v, want %v", sm.Spec.Selector.MatchLabels, wantManager)
 	}
 	if len(sm.Spec.Endpoints) != 1 {
@@ -645,7 +637,9 @@ func TestManifests(t *testing.T) {
 
 	var svc corev1.Service
 	strict(t, "metrics_service.yaml", readFile(t, "config", "prometheus", "metrics_service.yaml"), &svc)
-	if !equalMaps(svc.Labels, mergeMaps(wantManager, map[string]string{"app.kubernetes.io/managed-by": "kustomize"})) || !equalMaps(svc.Spec.Selector, wantManager) {
+	wantService := maps.Clone(wantManager)
+	wantService["app.kubernetes.io/managed-by"] = "kustomize"
+	if !maps.Equal(svc.Labels, wantService) || !maps.Equal(svc.Spec.Selector, wantManager) {
 		t.Errorf("metrics_service.yaml: labels %v, selector %v", svc.Labels, svc.Spec.Selector)
 	}
 	if len(svc.Spec.Ports) != 1 || svc.Spec.Ports[0].Name != ep.Port {
@@ -654,7 +648,7 @@ func TestManifests(t *testing.T) {
 
 	var np networkingv1.NetworkPolicy
 	strict(t, "networkpolicy.yaml", readFile(t, "config", "prometheus", "networkpolicy.yaml"), &np)
-	if !equalMaps(np.Spec.PodSelector.MatchLabels, wantRunner) {
+	if !maps.Equal(np.Spec.PodSelector.MatchLabels, wantRunner) {
 		t.Errorf("networkpolicy.yaml selects %v, want the runner pods %v", np.Spec.PodSelector.MatchLabels, wantRunner)
 	}
 
@@ -681,7 +675,7 @@ func TestManifests(t *testing.T) {
 		if base == "kustomization.yaml" || base == "rules_test.yaml" || base == "networkpolicy.yaml" {
 			continue
 		}
-		if !contains(k.Resources, base) {
+		if !slices.Contains(k.Resources, base) {
 			left = append(left, base)
 		}
 	}
@@ -713,41 +707,6 @@ func TestKustomize(t *testing.T) {
 			t.Errorf("kubectl kustomize config/prometheus: %d objects, want 4:\n%s", n, out)
 		}
 	}
-}
-
-func equalMaps(a, b map[string]string) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for k, v := range a {
-		if bv, ok := b[k]; !ok || bv != v {
-			return false
-		}
-	}
-	return true
-}
-
-func mergeMaps(a, b map[string]string) map[string]string {
-	out := map[string]string{}
-	for k, v := range a {
-		out[k] = v
-	}
-	for k, v := range b {
-		out[k] = v
-	}
-	return out
-}
-
-func equalStrings(a, b []string) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 // The contract is what the code exports: the manager's and the runner's names, no more, no

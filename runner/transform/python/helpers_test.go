@@ -12,7 +12,7 @@ import (
 	"github.com/jackc/pgx/v5/pgtype"
 
 	"github.com/sluice-dev/sluice/runner/batch"
-	"github.com/sluice-dev/sluice/runner/sandbox"
+	"github.com/sluice-dev/sluice/runner/sandbox/sandboxtest"
 )
 
 // testPython is the interpreter the tests use: Debian's python3 when present, as in the
@@ -61,7 +61,7 @@ func startErr(t *testing.T, opts Options, codes ...string) (*Stage, error) {
 		opts.Keys = []string{"id"}
 	}
 	if opts.detect == nil && !opts.AllowUnsandboxed {
-		opts.AllowUnsandboxed = unsandboxedLocally(t)
+		opts.AllowUnsandboxed = sandboxtest.UnconfinedLocally(t)
 	}
 	tasks := make([]Task, len(codes))
 	for i, c := range codes {
@@ -74,22 +74,6 @@ func startErr(t *testing.T, opts Options, codes ...string) (*Stage, error) {
 		t.Cleanup(func() { _ = s.Close() })
 	}
 	return s, err
-}
-
-// unsandboxedLocally is whether tests that are not about the sandbox run the worker
-// unconfined: on a kernel that cannot sandbox it, outside CI. In CI such a kernel fails the
-// test.
-func unsandboxedLocally(t *testing.T) bool {
-	t.Helper()
-	_, err := sandbox.Decide(sandbox.Detect(), false)
-	if err == nil {
-		return false
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatalf("this kernel cannot sandbox the python worker: %v", err)
-	}
-	t.Logf("this kernel cannot sandbox the python worker, which runs unconfined: %v", err)
-	return true
 }
 
 func apply(t *testing.T, s *Stage, in *batch.Batch) (*batch.Batch, error) {

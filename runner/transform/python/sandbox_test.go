@@ -18,19 +18,8 @@ import (
 	"github.com/sluice-dev/sluice/runner/batch"
 	"github.com/sluice-dev/sluice/runner/failure"
 	"github.com/sluice-dev/sluice/runner/sandbox"
+	"github.com/sluice-dev/sluice/runner/sandbox/sandboxtest"
 )
-
-// requireSandbox fails the test in CI, and skips it elsewhere, on a kernel that cannot
-// sandbox the worker.
-func requireSandbox(t *testing.T) {
-	t.Helper()
-	if _, err := sandbox.Decide(sandbox.Detect(), false); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("this kernel cannot sandbox the python worker: %v", err)
-		}
-		t.Skipf("this kernel cannot sandbox the python worker: %v", err)
-	}
-}
 
 // escapeTask tries, for each row, what the row's case names, and returns what came of it:
 // "allowed", or the exception's type and errno. Reporting through the row's value lets the
@@ -101,7 +90,7 @@ def transform(row):
 // offers, and again as older kernels would confine the worker: Landlock without signal
 // scoping (ABI 5) and without TCP rules (ABI 1), where seccomp takes over.
 func TestSandboxKeepsTheWorkerIn(t *testing.T) {
-	requireSandbox(t)
+	sandboxtest.Require(t)
 	caps := sandbox.Detect()
 	interpreters := []string{testPython()}
 	if DefaultPython != testPython() {
