@@ -425,6 +425,10 @@ func (r *ETLPipelineReconciler) startRun(s *pass, trigger etlv1.RunTrigger) {
 	if v := p.Annotations[etlv1.AnnotationRunRequestedAt]; v != "" {
 		p.Status.LastHandledRunRequest = v
 	}
+	// A replay is a run request too, and only a run that replays serves it.
+	if v := p.Annotations[etlv1.AnnotationReplayRejectsRequestedAt]; v != "" && trigger == etlv1.TriggerReplayRejects {
+		p.Status.LastHandledReplayRequest = v
+	}
 	s.started = true
 }
 

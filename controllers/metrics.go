@@ -28,6 +28,10 @@ var (
 		"Rows written to the sink, over every run.")
 	descRowsDeleted = pipelineDesc("sluice_pipeline_rows_deleted_total",
 		"Keys deleted from the sink, over every run.")
+	descRowsRejected = pipelineDesc("sluice_pipeline_rows_rejected_total",
+		"Reader rows put in etl.etl_rejects instead of the sink (spec.errors), over every run.")
+	descUnresolvedRejects = pipelineDesc("sluice_pipeline_unresolved_rejects",
+		"The pipeline's rows in etl.etl_rejects when its last run ended.")
 	descBatches = pipelineDesc("sluice_pipeline_batches_total",
 		"Batches committed, over every run.")
 	descRuns = pipelineDesc("sluice_pipeline_runs_total",
@@ -122,9 +126,13 @@ func pipelineMetrics(p *etlv1.ETLPipeline, now time.Time) []prometheus.Metric {
 		tot = *st.Totals
 	}
 	read, written, deleted, batches := tot.RowsRead, tot.RowsWritten, tot.RowsDeleted, tot.Batches
+	rejected := tot.RowsRejected
 	if r := st.Run; r != nil && r.ID != tot.CountedRunID {
 		read, written, deleted, batches = read+r.RowsRead, written+r.RowsWritten, deleted+r.RowsDeleted, batches+r.Batches
+		rejected += r.RowsRejected
 	}
+	add(descRowsRejected, prometheus.CounterValue, float64(rejected))
+	add(descUnresolvedRejects, prometheus.GaugeValue, float64(st.UnresolvedRejects))
 	add(descRowsRead, prometheus.CounterValue, float64(read))
 	add(descRowsWritten, prometheus.CounterValue, float64(written))
 	add(descRowsDeleted, prometheus.CounterValue, float64(deleted))

@@ -82,7 +82,7 @@ func isActive(p etlv1.Phase) bool {
 // or a failing pipeline would fail again at every tick.
 func explicitRequest(t etlv1.RunTrigger) bool {
 	return t == etlv1.TriggerSpecChanged || t == etlv1.TriggerAnnotation || t == etlv1.TriggerResume ||
-		t == etlv1.TriggerConfigChanged
+		t == etlv1.TriggerConfigChanged || t == etlv1.TriggerReplayRejects
 }
 
 // NextPhase is the pipeline's state machine: it returns the phase that follows in. It is pure

@@ -59,7 +59,7 @@ func (r *ETLPipelineReconciler) recoverEnd(ctx context.Context, s *pass) (bool, 
 		return false, nil //nolint:nilerr // not an end the state machine allows: judged as unreported
 	}
 	st.Run.RowsRead, st.Run.RowsWritten, st.Run.Batches = end.RowsRead, end.RowsWritten, end.Batches
-	st.Run.RowsDeleted, st.Run.RowsSwept = end.RowsDeleted, end.RowsSwept
+	st.Run.RowsDeleted, st.Run.RowsSwept, st.Run.RowsRejected = end.RowsDeleted, end.RowsSwept, end.RowsRejected
 	st.Run.CompletionTime = &metav1.Time{Time: s.now}
 	st.Run.Message = fmt.Sprintf("the runner could not report the end of run %s; recorded from job %s", st.Run.ID, s.job.Name)
 	if next == etlv1.PhaseIdle {

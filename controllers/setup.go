@@ -79,6 +79,7 @@ func PipelineChanged() predicate.Predicate {
 			}
 			return o.Generation != n.Generation ||
 				o.Annotations[etlv1.AnnotationRunRequestedAt] != n.Annotations[etlv1.AnnotationRunRequestedAt] ||
+				o.Annotations[etlv1.AnnotationReplayRejectsRequestedAt] != n.Annotations[etlv1.AnnotationReplayRejectsRequestedAt] ||
 				!o.DeletionTimestamp.Equal(n.DeletionTimestamp) ||
 				o.Status.Phase != n.Status.Phase ||
 				runID(o) != runID(n)

@@ -101,6 +101,9 @@ func setConditions(st *etlv1.ETLPipelineStatus, in conditionInput) {
 			if st.Run.RowsDeleted > 0 || st.Run.RowsSwept > 0 {
 				msg += fmt.Sprintf(", %d deleted, %d swept", st.Run.RowsDeleted, st.Run.RowsSwept)
 			}
+			if st.Run.RowsRejected > 0 {
+				msg += fmt.Sprintf(", %d rejected", st.Run.RowsRejected)
+			}
 		}
 		set(etlv1.ConditionReady, metav1.ConditionTrue, etlv1.ReasonSucceeded, msg)
 	}

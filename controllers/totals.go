@@ -43,6 +43,7 @@ func foldRun(st *etlv1.ETLPipelineStatus) *etlv1.RunSummary {
 	t.RowsRead += r.RowsRead
 	t.RowsWritten += r.RowsWritten
 	t.RowsDeleted += r.RowsDeleted
+	t.RowsRejected += r.RowsRejected
 	t.Batches += r.Batches
 	switch st.Phase {
 	case etlv1.PhaseIdle:
@@ -56,7 +57,8 @@ func foldRun(st *etlv1.ETLPipelineStatus) *etlv1.RunSummary {
 	}
 	t.CountedRunID = r.ID
 	sum := etlv1.RunSummary{ID: r.ID, Trigger: r.Trigger, Outcome: st.Phase, StartTime: r.StartTime, CompletionTime: r.CompletionTime,
-		RowsRead: r.RowsRead, RowsWritten: r.RowsWritten, RowsDeleted: r.RowsDeleted, ErrorClass: r.ErrorClass}
+		RowsRead: r.RowsRead, RowsWritten: r.RowsWritten, RowsDeleted: r.RowsDeleted, RowsRejected: r.RowsRejected,
+		ErrorClass: r.ErrorClass}
 	if r.StartTime != nil {
 		sum.Duration = r.CompletionTime.Sub(r.StartTime.Time).Round(time.Second).String()
 	}
@@ -88,8 +90,13 @@ func (r *ETLPipelineReconciler) recordRunEnded(base, p *etlv1.ETLPipeline) {
 	case etlv1.PhaseFailed:
 		typ, what = corev1.EventTypeWarning, fmt.Sprintf("failed (%s)", orUnknown(string(sum.ErrorClass)))
 	}
-	r.Recorder.Eventf(p, nil, typ, "RunEnded", "Run", "run %s (%s) %s after %s: %d rows read, %d written, %d deleted",
+	msg := fmt.Sprintf("run %s (%s) %s after %s: %d rows read, %d written, %d deleted",
 		sum.ID, sum.Trigger, what, orUnknown(sum.Duration), sum.RowsRead, sum.RowsWritten, sum.RowsDeleted)
+	if sum.RowsRejected > 0 {
+		typ = corev1.EventTypeWarning
+		msg += fmt.Sprintf(", %d rejected (etl.etl_rejects)", sum.RowsRejected)
+	}
+	r.Recorder.Eventf(p, nil, typ, "RunEnded", "Run", "%s", msg)
 }
 
 func orUnknown(s string) string {

@@ -18,7 +18,7 @@ func TestFoldRun(t *testing.T) {
 	at := func(s int) *metav1.Time { v := metav1.NewTime(time.Unix(1_800_000_000+int64(s), 0)); return &v }
 	run := func(id string, rows int64, end *metav1.Time) *etlv1.RunStatus {
 		return &etlv1.RunStatus{ID: id, Trigger: etlv1.TriggerSchedule, StartTime: at(0), CompletionTime: end,
-			RowsRead: rows, RowsWritten: rows - 1, RowsDeleted: 1, Batches: 2}
+			RowsRead: rows, RowsWritten: rows - 1, RowsDeleted: 1, RowsRejected: 2, Batches: 2}
 	}
 	st := &etlv1.ETLPipelineStatus{}
 	steps := []struct {
@@ -64,6 +64,10 @@ func TestFoldRun(t *testing.T) {
 		if sum != nil && (st.History[0].ID != s.run.ID || st.History[0].Outcome != s.phase) {
 			t.Fatalf("step %d: newest history entry %+v", i, st.History[0])
 		}
+	}
+	// Six runs were counted, each with two rejects; the newest summary carries its own.
+	if st.Totals.RowsRejected != 12 || st.History[0].RowsRejected != 2 {
+		t.Errorf("rejects: totals %d, newest run %d; want 12 and 2", st.Totals.RowsRejected, st.History[0].RowsRejected)
 	}
 	if got := st.History[len(st.History)-1].ID; got != "b" {
 		t.Errorf("the oldest kept run is %s, want b (a went)", got)

@@ -33,6 +33,8 @@ func parseSchedule(schedule string) (cron.Schedule, error) {
 //   - SpecChanged: the generation is newer than the last run's (or, before any run, than the
 //     last observed one); a pause or resume changes the generation too, so while paused the
 //     request waits and the resume serves it.
+//   - ReplayRejects: replay-rejects-requested-at differs from status.lastHandledReplayRequest:
+//     the run reads the pipeline's rejected rows again before it runs as usual.
 //   - Annotation: run-requested-at differs from status.lastHandledRunRequest.
 //   - ConfigChanged: the pipeline is Failed for a spec problem (its Ready reason says which):
 //     once the operator configuration no longer has it, the pipeline runs by itself.
@@ -51,6 +53,9 @@ func pendingTrigger(p *etlv1.ETLPipeline, now time.Time) etlv1.RunTrigger {
 	}
 	if p.Generation > handled {
 		return etlv1.TriggerSpecChanged
+	}
+	if v := p.Annotations[etlv1.AnnotationReplayRejectsRequestedAt]; v != "" && v != st.LastHandledReplayRequest {
+		return etlv1.TriggerReplayRejects
 	}
 	if v := p.Annotations[etlv1.AnnotationRunRequestedAt]; v != "" && v != st.LastHandledRunRequest {
 		return etlv1.TriggerAnnotation

@@ -44,6 +44,22 @@ func TestPendingTrigger(t *testing.T) {
 			p.Annotations = map[string]string{etlv1.AnnotationRunRequestedAt: "a"}
 			p.Status = etlv1.ETLPipelineStatus{Phase: etlv1.PhaseIdle, Run: run(1), LastHandledRunRequest: "a"}
 		}, ""},
+		{"replay requested", func(p *etlv1.ETLPipeline) {
+			p.Annotations = map[string]string{etlv1.AnnotationReplayRejectsRequestedAt: "r1"}
+			p.Status = etlv1.ETLPipelineStatus{Phase: etlv1.PhaseIdle, Run: run(1)}
+		}, etlv1.TriggerReplayRejects},
+		{"replay handled", func(p *etlv1.ETLPipeline) {
+			p.Annotations = map[string]string{etlv1.AnnotationReplayRejectsRequestedAt: "r1"}
+			p.Status = etlv1.ETLPipelineStatus{Phase: etlv1.PhaseIdle, Run: run(1), LastHandledReplayRequest: "r1"}
+		}, ""},
+		{"replay wins over a run request, which it serves too", func(p *etlv1.ETLPipeline) {
+			p.Annotations = map[string]string{etlv1.AnnotationReplayRejectsRequestedAt: "r2", etlv1.AnnotationRunRequestedAt: "b"}
+			p.Status = etlv1.ETLPipelineStatus{Phase: etlv1.PhaseIdle, Run: run(1), LastHandledReplayRequest: "r1"}
+		}, etlv1.TriggerReplayRejects},
+		{"replay leaves a failed pipeline", func(p *etlv1.ETLPipeline) {
+			p.Annotations = map[string]string{etlv1.AnnotationReplayRejectsRequestedAt: "r1"}
+			p.Status = etlv1.ETLPipelineStatus{Phase: etlv1.PhaseFailed, Run: run(1)}
+		}, etlv1.TriggerReplayRejects},
 		{"schedule due", func(p *etlv1.ETLPipeline) {
 			p.Spec.Schedule = "@hourly"
 			p.Status = etlv1.ETLPipelineStatus{Phase: etlv1.PhaseIdle, Run: run(1), NextScheduledRun: &past}

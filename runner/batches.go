@@ -35,9 +35,8 @@ func (e *executor) step(ctx context.Context, s *session, stages []transform.Stag
 	if more && !e.opts.Sequential {
 		e.startPrefetch(ctx, s, pos)
 	}
-	read := int64(b.Len())
 	markDeleted(e.pl.deleteWhen, b)
-	out, err := e.transform(ctx, stages, b, &obs)
+	out, rejects, err := e.transformRejecting(ctx, s, stages, b, &obs)
 	if err != nil {
 		return false, err
 	}
@@ -45,12 +44,29 @@ func (e *executor) step(ctx context.Context, s *session, stages []transform.Stag
 	if err := checkKeys(out, e.pl.sinkKey); err != nil {
 		return false, err
 	}
-	if err := e.write(ctx, s, out, pos, read, obs); err != nil {
+	sb := e.sent(b, out, &state.Position{Columns: e.pl.order, Values: pos}, rejects, obs)
+	if err := e.write(ctx, s, sb); err != nil {
 		return false, err
 	}
-	// The sink has copied the rows it sends: the raw buffer can serve a later page.
-	b.Raw.Release()
 	return !more, nil
+}
+
+// sent makes the record of a batch on its way to the sink: the reader batch src, what the
+// transforms made of it, the checkpoint it commits (nil: counters only, a replay) and its
+// rejects so far.
+func (e *executor) sent(src, out *batch.Batch, pos *state.Position, rejects []rejectedRow, obs metrics.Batch) sentBatch {
+	// RowsWritten and RowsDeleted count the rows handed to the sink (after transforms), which
+	// the checkpoint statement must know before the sink has written them.
+	deleted := int64(out.CountDeleted())
+	adv := state.Advance{
+		Mode: e.pl.mode, RunID: e.p.RunID, Generation: e.pl.generation, Position: pos,
+		RowsRead: int64(src.Len()), RowsWritten: int64(out.Len()) - deleted, RowsDeleted: deleted, Batches: 1,
+	}
+	sb := sentBatch{adv: adv, obs: obs, src: src, out: out, rejects: rejects}
+	if pos != nil {
+		sb.pos = pos.Values
+	}
+	return sb
 }
 
 // transform applies the stages to b and times them into obs. Identity stages are not timed:
@@ -88,31 +104,40 @@ func (e *executor) read(ctx context.Context, s *session) (*batch.Batch, error) {
 }
 
 // write writes a batch and commits its checkpoint: in one transaction when the sink lives in
-// the state database (rows and checkpoint together, exactly once), else rows first and
-// checkpoint second (a crash in between replays the batch, which the upsert absorbs).
-func (e *executor) write(ctx context.Context, s *session, out *batch.Batch, pos []string, read int64, obs metrics.Batch) error {
-	// RowsWritten and RowsDeleted count the rows handed to the sink (after transforms), which
-	// the checkpoint statement must know before the sink has written them.
-	deleted := int64(out.CountDeleted())
-	adv := state.Advance{
-		Mode: e.pl.mode, RunID: e.p.RunID, Generation: e.pl.generation,
-		Position: &state.Position{Columns: e.pl.order, Values: pos},
-		RowsRead: read, RowsWritten: int64(out.Len()) - deleted, RowsDeleted: deleted, Batches: 1,
+// the state database (rows, rejects and checkpoint together, exactly once), else rows first
+// and checkpoint second (a crash in between replays the batch, which the upsert absorbs).
+// A batch the sink fails for some of its rows is written again without them (writeRefusing).
+func (e *executor) write(ctx context.Context, s *session, sb sentBatch) error {
+	out, adv := sb.out, sb.adv
+	if len(sb.rejects) > 0 || len(e.unresolved) > 0 {
+		var err error
+		if sb.br, err = e.refusals(s, &sb, nil); err != nil {
+			return err
+		}
+	}
+	rejStmt, err := e.rejectsStatement(s, sb.br)
+	if err != nil {
+		return err
 	}
 	if s.txSink != nil {
-		var stmt sink.Statement
+		var stmts []sink.Statement
 		if !e.opts.CheckpointAtEnd {
 			st := s.store.AdvanceStatement(e.epoch, adv, e.sentAfter)
-			stmt = sink.Statement{SQL: st.SQL, Params: st.Params}
+			stmts = append(stmts, sink.Statement{SQL: st.SQL, Params: st.Params})
+		}
+		if rejStmt != nil {
+			stmts = append(stmts, sink.Statement{SQL: rejStmt.SQL, Params: rejStmt.Params})
 		}
 		// The checkpoint commits with the rows: the batch has no checkpoint stage of its own.
 		start := time.Now()
-		if err := s.txSink.Send(ctx, out, stmt); err != nil {
+		if err := s.txSink.Send(ctx, out, stmts...); err != nil {
 			return err
 		}
-		obs.Write = time.Since(start)
-		e.inflight = append(e.inflight, sentBatch{pos: pos, adv: adv, obs: obs})
-		e.sentAfter = pos
+		sb.obs.Write = time.Since(start)
+		// The batch stays with its record until it is confirmed: a refused one is written
+		// again from it.
+		e.inflight = append(e.inflight, sb)
+		e.sentAfter = sb.pos
 		// One batch stays in flight while the next is prepared, unless sequential.
 		keep := 1
 		if e.opts.Sequential {
@@ -125,19 +150,37 @@ func (e *executor) write(ctx context.Context, s *session, out *batch.Batch, pos 
 		}
 		return nil
 	}
-	start := time.Now()
-	if _, err := s.sink.Write(ctx, out); err != nil {
+	if rj, ok := s.sink.(sink.Rejecter); ok && rj.AnswersPerRow() {
+		_, err := e.writeRefusing(ctx, s, &sb, nil)
+		sb.release()
 		return err
 	}
-	obs.Write = time.Since(start)
-	if !e.opts.CheckpointAtEnd {
-		start = time.Now()
-		if err := s.store.Advance(ctx, e.epoch, adv); err != nil {
+	start := time.Now()
+	if _, err := s.sink.Write(ctx, out); err != nil {
+		if !rowError(s, err) {
 			return err
 		}
-		obs.Checkpoint = time.Since(start)
+		if _, err := e.writeRefusing(ctx, s, &sb, nil); err != nil {
+			return err
+		}
+		sb.release()
+		return nil
 	}
-	e.committed(pos, adv, obs)
+	sb.obs.Write = time.Since(start)
+	if !e.opts.CheckpointAtEnd || rejStmt != nil {
+		start = time.Now()
+		var also []*state.Statement
+		if rejStmt != nil {
+			also = append(also, rejStmt)
+		}
+		if err := s.store.Advance(ctx, e.epoch, adv, also...); err != nil {
+			return err
+		}
+		sb.obs.Checkpoint = time.Since(start)
+	}
+	e.committed(sb.pos, adv, sb.obs, sb.br)
+	// The sink has copied the rows it sent: the raw buffer can serve a later page.
+	sb.release()
 	return nil
 }
 
@@ -149,6 +192,9 @@ func (e *executor) receive(ctx context.Context, s *session) error {
 	e.inflight = e.inflight[1:]
 	start := time.Now()
 	if _, err := s.txSink.Receive(ctx); err != nil {
+		if rowError(s, err) {
+			return e.recoverRefused(ctx, s, b)
+		}
 		if failure.IsFenced(err) {
 			return fmt.Errorf("commit batch and checkpoint of pipeline %s with epoch %d: %w", e.p.Pipeline, e.epoch,
 				errors.Join(failure.ErrFenced, err))
@@ -156,7 +202,8 @@ func (e *executor) receive(ctx context.Context, s *session) error {
 		return err
 	}
 	b.obs.Write += time.Since(start)
-	e.committed(b.pos, b.adv, b.obs)
+	e.committed(b.pos, b.adv, b.obs, b.br)
+	b.release()
 	return nil
 }
 
@@ -170,8 +217,27 @@ func (e *executor) drain(ctx context.Context, s *session) error {
 	return nil
 }
 
-// committed records a batch whose rows and checkpoint are durable, and what it took.
-func (e *executor) committed(pos []string, adv state.Advance, obs metrics.Batch) {
+// committed records a batch whose rows, rejects and checkpoint are durable, and what it took.
+// A replay's batch (no position) leaves the checkpoint where it is.
+func (e *executor) committed(pos []string, adv state.Advance, obs metrics.Batch, br *batchRejects) {
+	if br != nil {
+		e.rowsRejected += int64(len(br.added))
+		for _, fp := range br.resolvedFP {
+			delete(e.unresolved, fp)
+		}
+		for _, a := range br.added {
+			if e.unresolved != nil {
+				e.unresolved[a.fp] = struct{}{}
+			}
+		}
+	}
+	if adv.Position == nil {
+		e.rowsRead += adv.RowsRead
+		e.rowsWritten += adv.RowsWritten
+		e.rowsDeleted += adv.RowsDeleted
+		e.metrics.Committed(e.totals(), obs)
+		return
+	}
 	if e.opts.CheckpointAtEnd {
 		e.pending.Mode, e.pending.RunID, e.pending.Generation, e.pending.Position = adv.Mode, adv.RunID, adv.Generation, adv.Position
 		e.pending.RowsRead += adv.RowsRead

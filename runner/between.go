@@ -58,6 +58,7 @@ func (e *executor) check(ctx context.Context) (status.Signal, error) {
 func (e *executor) progressNow() status.Progress {
 	return status.Progress{RowsRead: e.rowsRead, RowsWritten: e.rowsWritten, Batches: e.batches,
 		RowsDeleted: e.rowsDeleted, RowsSwept: e.rowsSwept,
+		RowsRejected: e.rowsRejected, RejectsReplayed: e.rejectsReplayed,
 		Checkpoint: e.after, CheckpointTime: e.checkpointTime, Conditions: e.conditions, Cleared: e.cleared}
 }
 

@@ -280,7 +280,7 @@ func TestElasticsearchMappingConflictFailsTheRun(t *testing.T) {
 			query: "SELECT id, updated_at, name FROM src", attempts: 3}, "")}
 	res := r.run(t)
 	requireOutcome(t, res, OutcomeFailed, configv1.ExitBusiness)
-	for _, want := range []string{"es:" + ix.name, "rejected 1 of 500 documents", `_id "1234"`, "document_parsing_exception", "[long]"} {
+	for _, want := range []string{"es:" + ix.name, "reader row (id=1234)", `_id "1234"`, "document_parsing_exception", "[long]"} {
 		if !strings.Contains(res.Message, want) {
 			t.Errorf("failure message lacks %q: %s", want, res.Message)
 		}

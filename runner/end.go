@@ -21,13 +21,14 @@ func (e *executor) pause(ctx context.Context, s *session) Result {
 		}
 		e.log.Warn("cannot commit the checkpoint before pausing", "error", e.scrub.scrub(err.Error()))
 	}
-	if err := s.store.Finish(ctx, e.epoch, e.p.RunID, state.End{Outcome: state.OutcomePaused}); err != nil {
+	if err := s.store.Finish(ctx, e.epoch, e.p.RunID, state.End{Outcome: state.OutcomePaused, RejectsReplayed: e.rejectsReplayed}); err != nil {
 		if failure.IsFenced(err) {
 			return e.fenced(err)
 		}
 		e.log.Warn("cannot record the paused run", "error", e.scrub.scrub(err.Error()))
 	}
-	e.report(ctx, status.End{Phase: etlv1.PhasePaused, Progress: e.progressNow(), Time: time.Now()})
+	unresolved := e.endRejects(ctx, s)
+	e.report(ctx, status.End{Phase: etlv1.PhasePaused, Progress: e.progressNow(), Time: time.Now(), UnresolvedRejects: unresolved})
 	e.log.Info("run paused", "checkpoint", e.after)
 	return Result{Outcome: OutcomePaused, ExitCode: configv1.ExitOK}
 }
@@ -53,20 +54,25 @@ func (e *executor) complete(ctx context.Context, s *session) error {
 	if err := e.flushPending(ctx, s); err != nil {
 		return err
 	}
+	// The ratio of spec.errors is judged on the whole run too.
+	if err := e.tolerate(nil, 0, true); err != nil {
+		return err
+	}
 	if err := e.finishMirror(ctx, s); err != nil {
 		return err
 	}
 	if err := s.store.Finish(ctx, e.epoch, e.p.RunID, state.End{Outcome: state.OutcomeSucceeded,
-		ResetFull: e.pl.mode == etlv1.ModeFull, RowsSwept: e.rowsSwept}); err != nil {
+		ResetFull: e.pl.mode == etlv1.ModeFull, RowsSwept: e.rowsSwept, RejectsReplayed: e.rejectsReplayed}); err != nil {
 		return err
 	}
 	e.doneMirror(ctx, s)
+	e.unresolvedAtEnd = e.endRejects(ctx, s)
 	return nil
 }
 
 // finished reports a completed run.
 func (e *executor) finished(ctx context.Context) Result {
-	end := status.End{Phase: etlv1.PhaseIdle, Progress: e.progressNow(), Time: time.Now()}
+	end := status.End{Phase: etlv1.PhaseIdle, Progress: e.progressNow(), Time: time.Now(), UnresolvedRejects: e.unresolvedAtEnd}
 	if e.pl.mode == etlv1.ModeFull {
 		end.ClearCheckpoint = true
 		end.Checkpoint = nil
@@ -88,10 +94,13 @@ func (e *executor) fail(ctx context.Context, s *session, err error) Result {
 		}
 	}
 	e.log.Error("run failed", "errorClass", class, "error", msg)
+	var unresolved *int64
 	if e.claimed {
 		e.recordFailure(ctx, s, class, msg)
+		unresolved = e.endRejects(ctx, s)
 	}
-	e.report(ctx, status.End{Phase: etlv1.PhaseFailed, Progress: e.progressNow(), ErrorClass: class, Message: msg, Time: time.Now()})
+	e.report(ctx, status.End{Phase: etlv1.PhaseFailed, Progress: e.progressNow(), ErrorClass: class, Message: msg, Time: time.Now(),
+		UnresolvedRejects: unresolved})
 	return Result{Outcome: OutcomeFailed, ExitCode: code, ErrorClass: class, Message: msg}
 }
 
@@ -112,7 +121,7 @@ func (e *executor) recordFailure(ctx context.Context, s *session, class etlv1.Er
 		defer func() { _ = conn.Close(context.Background()) }() //nolint:contextcheck // closing must work after the run's context ended
 		store = state.New(conn, e.p.Pipeline)
 	}
-	end := state.End{Outcome: state.OutcomeFailed, ErrorClass: class, Error: msg}
+	end := state.End{Outcome: state.OutcomeFailed, ErrorClass: class, Error: msg, RejectsReplayed: e.rejectsReplayed}
 	if err := store.Finish(cctx, e.epoch, e.p.RunID, end); err != nil {
 		e.log.Warn("cannot record the failed run", "error", e.scrub.scrub(err.Error()))
 	}

@@ -22,6 +22,7 @@ import (
 
 	configv1 "github.com/sluice-dev/sluice/api/config/v1alpha1"
 	etlv1 "github.com/sluice-dev/sluice/api/v1alpha1"
+	"github.com/sluice-dev/sluice/runner/batch"
 	"github.com/sluice-dev/sluice/runner/failure"
 	"github.com/sluice-dev/sluice/runner/metrics"
 	"github.com/sluice-dev/sluice/runner/source"
@@ -130,6 +131,7 @@ type Result struct {
 	Message    string
 	// Committed counters of the run.
 	RowsRead, RowsWritten, Batches int64
+	RowsRejected                   int64
 }
 
 // Run executes one run and returns its result; the exit code follows the api/config
@@ -149,13 +151,14 @@ func Run(ctx context.Context, p Params) Result {
 	}
 	res := e.run(ctx)
 	res.RowsRead, res.RowsWritten, res.Batches = e.rowsRead, e.rowsWritten, e.batches
+	res.RowsRejected = e.rowsRejected
 	switch {
 	case res.ExitCode != configv1.ExitOK:
 		writeTermination(p.TerminationLog, string(res.Outcome)+": "+res.Message)
 	case res.Outcome == OutcomeIdle || res.Outcome == OutcomePaused:
 		end, _ := json.Marshal(configv1.RunEnd{RunID: p.RunID, Phase: string(res.Outcome),
 			RowsRead: res.RowsRead, RowsWritten: res.RowsWritten, Batches: res.Batches,
-			RowsDeleted: e.rowsDeleted, RowsSwept: e.rowsSwept})
+			RowsDeleted: e.rowsDeleted, RowsSwept: e.rowsSwept, RowsRejected: e.rowsRejected})
 		writeTermination(p.TerminationLog, string(end))
 	}
 	return res
@@ -210,6 +213,16 @@ type executor struct {
 	checkpointTime                 time.Time
 	rowsRead, rowsWritten, batches int64
 	rowsDeleted, rowsSwept         int64
+	// rowsRejected counts the rejects of committed batches; rejectsReplayed the rejected
+	// rows a replay wrote.
+	rowsRejected, rejectsReplayed int64
+	// unresolved holds the keys of the pipeline's rows in etl_rejects (rejectKey), read once
+	// per run; nil until then.
+	unresolved map[string]struct{}
+	// replay is the progress of a replay run's pass over the rejects.
+	replay replayPass
+	// unresolvedAtEnd is the pipeline's count of rejects when the run completed.
+	unresolvedAtEnd *int64
 	// mirrored is set once a Mirror run's sweep or swap is done.
 	mirrored bool
 	// pending accumulates what CheckpointAtEnd has not committed yet.
@@ -231,12 +244,29 @@ type executor struct {
 	sentAfter []string
 }
 
-// sentBatch is a batch sent to a TxSink and not yet confirmed.
+// sentBatch is a batch on its way to the sink: sent to a TxSink and not yet confirmed, or
+// being written.
 type sentBatch struct {
 	pos []string
 	adv state.Advance
 	// obs is what the batch took so far; the wait for its confirmation adds to its write.
 	obs metrics.Batch
+	// src is the reader batch, out what the transforms made of it (src itself without
+	// transforms); rejects are the reader rows the transforms rejected, br what the batch
+	// changes in etl_rejects as sent.
+	src, out *batch.Batch
+	rejects  []rejectedRow
+	br       *batchRejects
+	// gone are the keys a replay found no row for: their rejects are resolved.
+	gone [][]string
+}
+
+// release hands the reader batch's raw buffer back once the batch is committed.
+func (sb *sentBatch) release() {
+	if sb.src != nil {
+		sb.src.Raw.Release()
+		sb.src, sb.out = nil, nil
+	}
 }
 
 func (e *executor) run(ctx context.Context) Result {
@@ -322,6 +352,13 @@ func (e *executor) loop(ctx context.Context, stages []transform.Stage) Result {
 			var stop bool
 			if res, stop, err = e.between(ctx, sess); stop {
 				return res
+			}
+		}
+		if err == nil && !e.replay.done {
+			// A replay run reads the rejected rows again, a page per turn, before it runs.
+			if err = e.replayPage(ctx, sess, stages); err == nil {
+				retries = 0
+				continue
 			}
 		}
 		if err == nil {

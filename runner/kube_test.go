@@ -206,6 +206,36 @@ func TestWithAPIServer(t *testing.T) {
 		sinkMatchesSource(t, db, db, "items")
 	})
 
+	t.Run("rejects reach the status: the count, the condition and the replay", func(t *testing.T) {
+		db := newTestDB(t, "main")
+		createSource(t, db, 3000)
+		db.exec(t, `UPDATE src SET amount = -1 WHERE id IN (5, 2500)`)
+		createTarget(t, db, "items")
+		db.exec(t, `ALTER TABLE analytics.items ADD CONSTRAINT amount_positive CHECK (amount >= 0)`)
+		spec := withErrors(t, specJSON(t, specOpts{sourceConn: "main", batch: 1000}), map[string]any{"maxRejectedRows": 10})
+		key := api.createPipeline(t, "rejecting", spec)
+		api.request(t, key, "run-1", etlv1.TriggerCreated)
+		res := runWithKube(t, api, key, "run-1", testConfig(db), envOf(db), spec, Options{})
+		requireOutcome(t, res, OutcomeIdle, configv1.ExitOK)
+		p := api.get(t, key)
+		c := meta.FindStatusCondition(p.Status.Conditions, etlv1.ConditionRowsRejected)
+		if p.Status.Run.RowsRejected != 2 || p.Status.UnresolvedRejects != 2 || c == nil || c.Status != metav1.ConditionTrue ||
+			!strings.Contains(c.Message, "2 rows") {
+			t.Fatalf("after the run: %d rejected, %d unresolved, condition %+v", p.Status.Run.RowsRejected, p.Status.UnresolvedRejects, c)
+		}
+
+		db.exec(t, `ALTER TABLE analytics.items DROP CONSTRAINT amount_positive`)
+		api.request(t, key, "run-2", etlv1.TriggerReplayRejects)
+		res = runWithKube(t, api, key, "run-2", testConfig(db), envOf(db), spec, Options{})
+		requireOutcome(t, res, OutcomeIdle, configv1.ExitOK)
+		p = api.get(t, key)
+		c = meta.FindStatusCondition(p.Status.Conditions, etlv1.ConditionRowsRejected)
+		if p.Status.Run.RejectsReplayed != 2 || p.Status.UnresolvedRejects != 0 || c == nil || c.Status != metav1.ConditionFalse {
+			t.Fatalf("after the replay: %d replayed, %d unresolved, condition %+v", p.Status.Run.RejectsReplayed, p.Status.UnresolvedRejects, c)
+		}
+		sinkMatchesSource(t, db, db, "items")
+	})
+
 	t.Run("a failure reaches the status", func(t *testing.T) {
 		db := newTestDB(t, "main")
 		createSource(t, db, 10)

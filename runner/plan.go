@@ -55,6 +55,8 @@ type plan struct {
 	// maxBytes bounds a batch in bytes (spec.maxBatchBytes, else runner.maxBatchBytes).
 	maxBytes int64
 	retry    retryPolicy
+	// tolerance is spec.errors.
+	tolerance tolerance
 
 	sourceConn, sinkConn, stateConn string
 	// dsns holds the DSN of each connection the run uses, by connection name.
@@ -150,6 +152,9 @@ func makePlan(cfg *configv1.OperatorConfig, specJSON, generation string, lookupE
 		bad("batchSize %d must be positive", spec.BatchSize)
 	}
 	p.retry = retryFromSpec(spec.Retry)
+	if spec.Errors != nil {
+		p.tolerance = tolerance{maxRows: spec.Errors.MaxRejectedRows, maxRatio: spec.Errors.MaxRejectedRatio}
+	}
 	p.maxBytes = cfg.Runner.BatchBytes()
 	if q := spec.MaxBatchBytes; q != nil {
 		p.maxBytes = q.Value()

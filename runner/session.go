@@ -207,7 +207,10 @@ func (e *executor) open(ctx context.Context) (_ *session, err error) {
 	unconfirmed := committedUnconfirmed(e.inflight, c.Batches-e.batches)
 	e.inflight, e.sentAfter = nil, nil
 	e.rowsRead, e.rowsWritten, e.batches = c.RowsRead, c.RowsWritten, c.Batches
-	e.rowsDeleted = c.RowsDeleted
+	e.rowsDeleted, e.rowsRejected = c.RowsDeleted, c.RowsRejected
+	if err = e.loadUnresolved(ctx, s); err != nil {
+		return nil, err
+	}
 	e.metrics.Resumed(e.totals(), unconfirmed)
 	e.pending = state.Advance{}
 	e.log.Info(note, "checkpoint", e.after)

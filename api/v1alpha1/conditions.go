@@ -24,6 +24,10 @@ const (
 	// ConditionProgressing is False while a claimed run has committed no batch for the
 	// operator's runner.progressDeadline.
 	ConditionProgressing = "Progressing"
+	// ConditionRowsRejected is written by the runner at the end of a run of a pipeline that
+	// tolerates rejects (spec.errors) or has some: True (reason RowsRejected) with the count
+	// while rows of the pipeline are in etl.etl_rejects, False (reason NoRejects) when none are.
+	ConditionRowsRejected = "RowsRejected"
 )
 
 // Condition reasons (PascalCase, stable: tools match on them).
@@ -39,6 +43,11 @@ const (
 	ReasonSucceeded         = "Succeeded"
 	ReasonRunFailed         = "RunFailed"
 	ReasonJobFailed         = "JobFailed"
+	// ReasonRowsRejected and ReasonNoRejects are the reasons of the RowsRejected condition;
+	// ReasonRejectsExceeded fails a run whose rejects passed spec.errors.
+	ReasonRowsRejected    = "RowsRejected"
+	ReasonNoRejects       = "NoRejects"
+	ReasonRejectsExceeded = "RejectsExceeded"
 	// ReasonConfined and ReasonUnconfined are the reasons of the Sandboxed condition.
 	ReasonConfined   = "Confined"
 	ReasonUnconfined = "Unconfined"
@@ -76,6 +85,10 @@ const (
 	// AnnotationRunRequestedAt requests a run when it gets a new value (any string; a
 	// timestamp by convention). The value handled last is echoed in status.lastHandledRunRequest.
 	AnnotationRunRequestedAt = "etl.sluice.dev/run-requested-at"
+	// AnnotationReplayRejectsRequestedAt requests a run that first replays the pipeline's
+	// rejected rows (etl.etl_rejects) when it gets a new value; the value handled last is
+	// echoed in status.lastHandledReplayRequest.
+	AnnotationReplayRejectsRequestedAt = "etl.sluice.dev/replay-rejects-requested-at"
 
 	// LabelPipelineNamespace and LabelPipelineName tie a runner Job to its pipeline.
 	LabelPipelineNamespace = "etl.sluice.dev/pipeline-namespace"

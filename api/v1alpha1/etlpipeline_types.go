@@ -113,6 +113,33 @@ type ETLPipelineSpec struct {
 	// +kubebuilder:default="60s"
 	// +optional
 	TransformTimeout *metav1.Duration `json:"transformTimeout,omitempty"`
+
+	// Errors is the run's tolerance of rows refused for what they hold (a Python exception
+	// for one row, an Elasticsearch mapping rejection of one document, a Postgres constraint
+	// one row violates). A refused row goes to etl.etl_rejects in the state database with its
+	// reason, and the run goes on while the tolerance holds. Without it no row is tolerated:
+	// the first refused row fails the run, naming its key.
+	// +optional
+	Errors *ErrorsSpec `json:"errors,omitempty"`
+}
+
+// ErrorsSpec bounds the rows a run may reject. When both bounds are set, the run fails once
+// either is passed, with the reject count in its message; what was rejected until then
+// stays in etl.etl_rejects.
+type ErrorsSpec struct {
+	// MaxRejectedRows is how many rows one run may reject.
+	// +kubebuilder:validation:Minimum=0
+	// +optional
+	MaxRejectedRows *int64 `json:"maxRejectedRows,omitempty"`
+
+	// MaxRejectedRatio is the fraction of the rows a run reads that it may reject. It is
+	// judged during the run once it has read enough rows for the ratio to allow one reject
+	// (1/ratio rows), and when the run ends; one reject is always allowed, so that a short
+	// run is not failed by its only bad row. 0 allows none.
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=1
+	// +optional
+	MaxRejectedRatio *float64 `json:"maxRejectedRatio,omitempty"`
 }
 
 // SourceSpec names the Postgres source and how to page through it.
@@ -330,6 +357,9 @@ const (
 	TriggerSpecChanged RunTrigger = "SpecChanged"
 	// TriggerAnnotation means the run-requested-at annotation got a new value.
 	TriggerAnnotation RunTrigger = "Annotation"
+	// TriggerReplayRejects means the replay-rejects-requested-at annotation got a new value:
+	// the run first reads the pipeline's rejected rows again, then runs as usual.
+	TriggerReplayRejects RunTrigger = "ReplayRejects"
 	// TriggerSchedule means the cron schedule ticked.
 	TriggerSchedule RunTrigger = "Schedule"
 	// TriggerResume means desiredState went from Paused to Running.
@@ -376,6 +406,14 @@ type RunStatus struct {
 	// Batches counts committed batches.
 	// +optional
 	Batches int64 `json:"batches,omitempty"`
+	// RowsRejected counts the reader rows of committed batches that the run put in
+	// etl.etl_rejects instead of the sink (spec.errors).
+	// +optional
+	RowsRejected int64 `json:"rowsRejected,omitempty"`
+	// RejectsReplayed counts the rejected rows a replay run read again and wrote (a replay
+	// requested with the replay-rejects-requested-at annotation).
+	// +optional
+	RejectsReplayed int64 `json:"rejectsReplayed,omitempty"`
 	// ErrorClass is Infra or Business when the run failed.
 	// +optional
 	ErrorClass ErrorClass `json:"errorClass,omitempty"`
@@ -424,6 +462,16 @@ type ETLPipelineStatus struct {
 	// +optional
 	LastHandledRunRequest string `json:"lastHandledRunRequest,omitempty"`
 
+	// LastHandledReplayRequest echoes the last value of the replay-rejects-requested-at
+	// annotation acted on.
+	// +optional
+	LastHandledReplayRequest string `json:"lastHandledReplayRequest,omitempty"`
+
+	// UnresolvedRejects counts the pipeline's rows in etl.etl_rejects when its last run
+	// ended: rows refused and not written since (RowsRejected condition).
+	// +optional
+	UnresolvedRejects int64 `json:"unresolvedRejects,omitempty"`
+
 	// NextScheduledRun is the next tick of spec.schedule. After a run that failed with an
 	// infrastructure error it is a later tick: the next one after one failure, the second after
 	// two, the fourth after three, ... at most the eighth.
@@ -455,6 +503,8 @@ type PipelineTotals struct {
 	RowsWritten int64 `json:"rowsWritten,omitempty"`
 	RowsDeleted int64 `json:"rowsDeleted,omitempty"`
 	Batches     int64 `json:"batches,omitempty"`
+	// +optional
+	RowsRejected int64 `json:"rowsRejected,omitempty"`
 	// Runs that ended, by outcome.
 	RunsSucceeded int64 `json:"runsSucceeded,omitempty"`
 	RunsFailed    int64 `json:"runsFailed,omitempty"`
@@ -484,6 +534,8 @@ type RunSummary struct {
 	RowsWritten int64  `json:"rowsWritten,omitempty"`
 	RowsDeleted int64  `json:"rowsDeleted,omitempty"`
 	// +optional
+	RowsRejected int64 `json:"rowsRejected,omitempty"`
+	// +optional
 	ErrorClass ErrorClass `json:"errorClass,omitempty"`
 }
 
@@ -500,6 +552,7 @@ type RunSummary struct {
 // +kubebuilder:printcolumn:name="Rows",type=integer,JSONPath=`.status.run.rowsWritten`
 // +kubebuilder:printcolumn:name="Deleted",type=integer,JSONPath=`.status.run.rowsDeleted`
 // +kubebuilder:printcolumn:name="Swept",type=integer,JSONPath=`.status.run.rowsSwept`
+// +kubebuilder:printcolumn:name="Rejected",type=integer,JSONPath=`.status.unresolvedRejects`
 // +kubebuilder:printcolumn:name="Last Run",type=date,JSONPath=`.status.run.completionTime`
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 type ETLPipeline struct {

@@ -33,6 +33,9 @@ type Batch struct {
 	// ReadBytes is the size of the values the source sent for the page (and their length
 	// words), as the reader counted them to bound the page; 0 when unknown.
 	ReadBytes int64
+	// Origin, when set by a transform, is the index of the reader row each row came from
+	// (a task may drop rows or make several of one); nil: row i came from reader row i.
+	Origin []int
 }
 
 // Len returns the number of rows.
@@ -72,4 +75,48 @@ func (b *Batch) Indexes(names []string) ([]int, string) {
 		}
 	}
 	return idx, ""
+}
+
+// Select returns a batch of b's rows at the given indexes, in that order, with b's columns.
+// Raw rows are copied; decoded rows are shared.
+func (b *Batch) Select(rows []int) *Batch {
+	out := &Batch{Columns: b.Columns, More: b.More}
+	if b.Raw != nil {
+		size := 0
+		for _, i := range rows {
+			size += len(b.Raw.Tuple(i))
+		}
+		out.Raw = &Raw{Formats: b.Raw.Formats, Tuples: make([]byte, 0, size), Starts: make([]int, 0, len(rows))}
+		for _, i := range rows {
+			out.Raw.Starts = append(out.Raw.Starts, len(out.Raw.Tuples))
+			out.Raw.Tuples = append(out.Raw.Tuples, b.Raw.Tuple(i)...)
+		}
+	} else {
+		out.Rows = make([][]any, len(rows))
+		for j, i := range rows {
+			out.Rows[j] = b.Rows[i]
+		}
+	}
+	if b.Deleted != nil {
+		out.Deleted = make([]bool, len(rows))
+		for j, i := range rows {
+			out.Deleted[j] = b.Deleted[i]
+		}
+	}
+	if b.Origin != nil {
+		out.Origin = make([]int, len(rows))
+		for j, i := range rows {
+			out.Origin[j] = b.Origin[i]
+		}
+	}
+	return out
+}
+
+// Source returns the index of the reader row that row i of b came from: i itself unless a
+// transform recorded Origin.
+func (b *Batch) Source(i int) int {
+	if b.Origin == nil {
+		return i
+	}
+	return b.Origin[i]
 }

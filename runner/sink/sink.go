@@ -38,8 +38,9 @@ type Sink interface {
 // sent after a failed one fails too instead of committing past a gap.
 type TxSink interface {
 	Sink
-	// Send queues the batch and stmt as one transaction and returns without waiting.
-	Send(ctx context.Context, b *batch.Batch, stmt Statement) error
+	// Send queues the batch and stmts (the checkpoint, the batch's rejects) as one
+	// transaction and returns without waiting.
+	Send(ctx context.Context, b *batch.Batch, stmts ...Statement) error
 	// Receive waits for the oldest sent batch and returns the rows it wrote, or the error of
 	// the batch or of its statement. Results come back in the order of the sends.
 	Receive(ctx context.Context) (int64, error)
@@ -100,4 +101,37 @@ type MirrorRun struct {
 	Resume bool
 	// MaxDeleteRatio is target.maxDeleteRatio.
 	MaxDeleteRatio float64
+}
+
+// Refused is a row of a batch that the target refuses for what the row holds (a constraint
+// it violates, a value its mapping cannot take): writing it again cannot succeed until the
+// row or the target changes.
+type Refused struct {
+	// Row is the row's index in the batch written.
+	Row int
+	// Class is what refused it: a SQLSTATE, an Elasticsearch error type.
+	Class string
+	// Message says why; it may still quote the row's values, which the executor scrubs.
+	Message string
+}
+
+// Rejecter is a sink that can write a batch without the rows its target refuses, for a
+// pipeline that tolerates rejects (spec.errors) and to name the row that failed a batch.
+// The executor writes batches with Write or Send first; a batch that fails with a row error
+// is written again with WriteRejecting.
+type Rejecter interface {
+	Sink
+	// RowError reports whether err, from Write, Send or Receive, may come from some rows of
+	// the batch alone.
+	RowError(err error) bool
+	// WriteRejecting writes b without the rows the target refuses and returns those. It
+	// calls commit with them before the write is durable, and runs the statements commit
+	// returns in the write's transaction (a TxSink; other sinks get none). An error of
+	// commit is returned as it is, after the write is undone where the target can undo it
+	// (Postgres; an Elasticsearch document stays written, which a replay rewrites alike).
+	WriteRejecting(ctx context.Context, b *batch.Batch, commit func([]Refused) ([]Statement, error)) (int64, []Refused, error)
+	// AnswersPerRow reports whether the target answers each row of a write on its own
+	// (Elasticsearch's bulk items): WriteRejecting then costs what Write does, and the
+	// executor writes every batch with it instead of writing a failed batch twice.
+	AnswersPerRow() bool
 }

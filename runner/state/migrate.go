@@ -1,6 +1,6 @@
 // Package state keeps the runner's durable state in the `etl` schema of the state database:
 // etl_state (one row per pipeline: the fencing epoch, the checkpoints, the current run's
-// counters) and etl_runs (one row per run).
+// counters), etl_runs (one row per run) and etl_rejects (the rows a pipeline refused).
 package state
 
 import (
@@ -129,6 +129,50 @@ var migrations = []string{
 			WHERE namespace = p_namespace AND name = p_name;
 		END IF;
 	END
+	$$`,
+	// 9: rejects (spec.errors). rows_rejected counts the rows of committed batches that went
+	// to etl_rejects; rejects_replayed the rejected rows a replay wrote.
+	`ALTER TABLE etl.etl_state ADD COLUMN rows_rejected bigint NOT NULL DEFAULT 0`,
+	`ALTER TABLE etl.etl_runs
+		ADD COLUMN rows_rejected    bigint NOT NULL DEFAULT 0,
+		ADD COLUMN rejects_replayed bigint NOT NULL DEFAULT 0`,
+	// 11: the rows a pipeline refused, one per reader key: a key refused again replaces its
+	// row (attempts counts the refusals), a key written since is removed. Rows are written
+	// in the transaction of the batch's checkpoint, so a reject is never lost or doubled.
+	`CREATE TABLE etl.etl_rejects (
+		namespace     text        NOT NULL,
+		name          text        NOT NULL,
+		pipeline_uid  text,
+		run_id        text        NOT NULL,
+		-- the reader's key columns and the row's values of them, in Postgres' text form.
+		key_columns   text[]      NOT NULL,
+		key           jsonb       NOT NULL,
+		cursor_column text,
+		cursor_value  text,
+		-- transform (a python task raised) or sink (the target refused the row).
+		stage         text        NOT NULL,
+		task          text,
+		-- the SQLSTATE, the Elasticsearch error type or the Python exception type.
+		error_class   text        NOT NULL,
+		message       text        NOT NULL,
+		"row"         jsonb,
+		rejected_at   timestamptz NOT NULL DEFAULT now(),
+		attempts      integer     NOT NULL DEFAULT 1,
+		PRIMARY KEY (namespace, name, key)
+	)`,
+	// 12: what a person reads, and how they purge.
+	`CREATE VIEW etl.rejects AS
+		SELECT namespace, name, run_id,
+			jsonb_object(key_columns, ARRAY(SELECT jsonb_array_elements_text(key))) AS key,
+			cursor_column, cursor_value, stage, task, error_class, message, "row", rejected_at, attempts
+		FROM etl.etl_rejects`,
+	`CREATE FUNCTION etl.purge_rejects(p_namespace text, p_name text, p_before timestamptz DEFAULT NULL)
+	RETURNS bigint LANGUAGE sql AS $$
+		WITH purged AS (
+			DELETE FROM etl.etl_rejects
+			WHERE namespace = p_namespace AND name = p_name AND (p_before IS NULL OR rejected_at < p_before)
+			RETURNING 1)
+		SELECT count(*) FROM purged
 	$$`,
 }
 

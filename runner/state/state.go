@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	etlv1 "github.com/sluice-dev/sluice/api/v1alpha1"
 	"github.com/sluice-dev/sluice/runner/failure"
@@ -156,7 +157,7 @@ type Claim struct {
 	// Reset is set when the claim cleared the checkpoints of another identity.
 	Reset                          *Reset
 	RowsRead, RowsWritten, Batches int64
-	RowsDeleted                    int64
+	RowsDeleted, RowsRejected      int64
 	Incremental                    *Position
 	Full                           *FullPosition
 }
@@ -197,6 +198,12 @@ func (s *Store) Claim(ctx context.Context, run Run) (Claim, error) {
 				return c, fmt.Errorf("claim pipeline %s: remove the run log of the earlier pipeline: %w", s.p, err)
 			}
 		}
+		// Rejects of another identity are rows of another stream: replaying them through
+		// this one would write what it never read.
+		if _, err := tx.Exec(ctx, `DELETE FROM etl.etl_rejects WHERE namespace = $1 AND name = $2`,
+			s.p.Namespace, s.p.Name); err != nil {
+			return c, fmt.Errorf("claim pipeline %s: remove the rejects of the earlier stream: %w", s.p, err)
+		}
 	} else if run.Mode == etlv1.ModeFull && prevFull != nil && *prevFull != run.FullStream {
 		// The reader query or the transforms changed: an unfinished Full run's output is
 		// not this run's, so it is not continued.
@@ -229,12 +236,13 @@ func (s *Store) Claim(ctx context.Context, run Run) (Claim, error) {
 			rows_read    = CASE WHEN s.run_id = EXCLUDED.run_id THEN s.rows_read ELSE 0 END,
 			rows_written = CASE WHEN s.run_id = EXCLUDED.run_id THEN s.rows_written ELSE 0 END,
 			batches      = CASE WHEN s.run_id = EXCLUDED.run_id THEN s.batches ELSE 0 END,
-			rows_deleted = CASE WHEN s.run_id = EXCLUDED.run_id THEN s.rows_deleted ELSE 0 END
-		RETURNING epoch, rows_read, rows_written, batches, rows_deleted,
+			rows_deleted = CASE WHEN s.run_id = EXCLUDED.run_id THEN s.rows_deleted ELSE 0 END,
+			rows_rejected = CASE WHEN s.run_id = EXCLUDED.run_id THEN s.rows_rejected ELSE 0 END
+		RETURNING epoch, rows_read, rows_written, batches, rows_deleted, rows_rejected,
 			incremental_columns, incremental_checkpoint,
 			full_run_id, full_generation, full_columns, full_checkpoint`,
 		s.p.Namespace, s.p.Name, run.ID, run.Generation, uid, run.Stream, run.Mode == etlv1.ModeFull, run.FullStream,
-	).Scan(&c.Epoch, &c.RowsRead, &c.RowsWritten, &c.Batches, &c.RowsDeleted,
+	).Scan(&c.Epoch, &c.RowsRead, &c.RowsWritten, &c.Batches, &c.RowsDeleted, &c.RowsRejected,
 		&incCols, &incVals, &fullRun, &fullGen, &fullCols, &fullVals)
 	if err != nil {
 		return c, fmt.Errorf("claim pipeline %s: %w", s.p, err)
@@ -280,11 +288,11 @@ func (s *Store) Load(ctx context.Context, epoch int64) (Claim, error) {
 	var fullRun *string
 	var fullGen *int64
 	err := s.conn.QueryRow(ctx, `
-		SELECT epoch, rows_read, rows_written, batches, rows_deleted,
+		SELECT epoch, rows_read, rows_written, batches, rows_deleted, rows_rejected,
 			incremental_columns, incremental_checkpoint,
 			full_run_id, full_generation, full_columns, full_checkpoint
 		FROM etl.etl_state WHERE namespace = $1 AND name = $2`, s.p.Namespace, s.p.Name,
-	).Scan(&c.Epoch, &c.RowsRead, &c.RowsWritten, &c.Batches, &c.RowsDeleted,
+	).Scan(&c.Epoch, &c.RowsRead, &c.RowsWritten, &c.Batches, &c.RowsDeleted, &c.RowsRejected,
 		&incCols, &incVals, &fullRun, &fullGen, &fullCols, &fullVals)
 	if err != nil {
 		return c, fmt.Errorf("load state of pipeline %s: %w", s.p, err)
@@ -372,15 +380,27 @@ func arrayLiteral(values []string) string {
 }
 
 // Advance records a committed batch on its own: the new checkpoint and the counters'
-// increments. It writes only while epoch is the pipeline's, else returns failure.ErrFenced.
-func (s *Store) Advance(ctx context.Context, epoch int64, a Advance) error {
+// increments, and with them the statements of also (the batch's rejects), in one
+// transaction. It writes only while epoch is the pipeline's, else returns failure.ErrFenced.
+func (s *Store) Advance(ctx context.Context, epoch int64, a Advance, also ...*Statement) error {
 	st := s.AdvanceStatement(epoch, a, nil)
-	res := s.conn.PgConn().ExecParams(ctx, st.SQL, st.Params, nil, nil, nil).Read()
-	if res.Err != nil {
-		if failure.IsFenced(res.Err) {
+	var err error
+	if len(also) == 0 {
+		err = s.conn.PgConn().ExecParams(ctx, st.SQL, st.Params, nil, nil, nil).Read().Err
+	} else {
+		// A batch of statements runs as one implicit transaction: an error rolls back all.
+		b := &pgconn.Batch{}
+		b.ExecParams(st.SQL, st.Params, nil, nil, nil)
+		for _, x := range also {
+			b.ExecParams(x.SQL, x.Params, nil, nil, nil)
+		}
+		_, err = s.conn.PgConn().ExecBatch(ctx, b).ReadAll()
+	}
+	if err != nil {
+		if failure.IsFenced(err) {
 			return fmt.Errorf("commit checkpoint of pipeline %s: epoch %d is no longer current: %w", s.p, epoch, failure.ErrFenced)
 		}
-		return fmt.Errorf("commit checkpoint of pipeline %s: %w", s.p, res.Err)
+		return fmt.Errorf("commit checkpoint of pipeline %s: %w", s.p, err)
 	}
 	return nil
 }
@@ -390,7 +410,7 @@ func (s *Store) Advance(ctx context.Context, epoch int64, a Advance) error {
 func (s *Store) Sync(ctx context.Context, epoch int64, runID string) error {
 	_, err := s.conn.Exec(ctx, `
 		UPDATE etl.etl_runs r SET rows_read = s.rows_read, rows_written = s.rows_written, batches = s.batches,
-			rows_deleted = s.rows_deleted
+			rows_deleted = s.rows_deleted, rows_rejected = s.rows_rejected
 		FROM etl.etl_state s
 		WHERE r.namespace = $1 AND r.name = $2 AND r.run_id = $3
 		  AND s.namespace = r.namespace AND s.name = r.name AND s.run_id = r.run_id AND s.epoch = $4`,
@@ -410,6 +430,8 @@ type End struct {
 	ResetFull bool
 	// RowsSwept is what a completed Mirror run removed.
 	RowsSwept int64
+	// RejectsReplayed is what a replay of rejects wrote.
+	RejectsReplayed int64
 }
 
 // Finish closes the run's etl_runs row with its outcome and final counters. It writes only
@@ -443,11 +465,12 @@ func (s *Store) Finish(ctx context.Context, epoch int64, runID string, end End) 
 	tag, err := tx.Exec(ctx, `
 		UPDATE etl.etl_runs r SET finished_at = now(), outcome = $5, error_class = $6, error = $7,
 			rows_read = s.rows_read, rows_written = s.rows_written, batches = s.batches,
-			rows_deleted = s.rows_deleted, rows_swept = $8
+			rows_deleted = s.rows_deleted, rows_swept = $8, rows_rejected = s.rows_rejected,
+			rejects_replayed = $9
 		FROM etl.etl_state s
 		WHERE r.namespace = $1 AND r.name = $2 AND r.run_id = $3
 		  AND s.namespace = r.namespace AND s.name = r.name AND s.run_id = r.run_id AND s.epoch = $4`,
-		s.p.Namespace, s.p.Name, runID, epoch, end.Outcome, class, msg, end.RowsSwept)
+		s.p.Namespace, s.p.Name, runID, epoch, end.Outcome, class, msg, end.RowsSwept, end.RejectsReplayed)
 	if err != nil {
 		return fmt.Errorf("finish run %s of pipeline %s: %w", runID, s.p, err)
 	}
@@ -460,7 +483,8 @@ func (s *Store) Finish(ctx context.Context, epoch int64, runID string, end End) 
 	return nil
 }
 
-// Forget removes the state of a deleted pipeline: its etl_state row and its run log, as long
+// Forget removes the state of a deleted pipeline: its etl_state row, its run log and its
+// rejects, as long
 // as they are its own (the UID it recorded, or none when written before identities). State
 // that a newer pipeline of the same name already claimed is left to it. It returns the number
 // of rows removed. The caller holds the pipeline's lock, so no runner of it is writing.
@@ -468,8 +492,8 @@ func (s *Store) Forget(ctx context.Context) (int64, error) {
 	if s.p.UID == "" {
 		return 0, errors.New("forget pipeline state: the pipeline's uid is required")
 	}
-	var exists bool
-	if err := s.conn.QueryRow(ctx, `SELECT to_regclass('etl.etl_state') IS NOT NULL`).Scan(&exists); err != nil {
+	var exists, rejects bool
+	if err := s.conn.QueryRow(ctx, `SELECT to_regclass('etl.etl_state') IS NOT NULL, to_regclass('etl.etl_rejects') IS NOT NULL`).Scan(&exists, &rejects); err != nil {
 		return 0, fmt.Errorf("forget state of pipeline %s: %w", s.p, err)
 	}
 	if !exists {
@@ -481,10 +505,14 @@ func (s *Store) Forget(ctx context.Context) (int64, error) {
 	}
 	defer func() { _ = tx.Rollback(ctx) }()
 	var n int64
-	for _, stmt := range []string{
+	stmts := []string{
 		`DELETE FROM etl.etl_state WHERE namespace = $1 AND name = $2 AND (pipeline_uid = $3 OR pipeline_uid IS NULL)`,
 		`DELETE FROM etl.etl_runs WHERE namespace = $1 AND name = $2 AND (pipeline_uid = $3 OR pipeline_uid IS NULL)`,
-	} {
+	}
+	if rejects { // a state database that no runner of this version migrated has none
+		stmts = append(stmts, `DELETE FROM etl.etl_rejects WHERE namespace = $1 AND name = $2 AND (pipeline_uid = $3 OR pipeline_uid IS NULL)`)
+	}
+	for _, stmt := range stmts {
 		tag, err := tx.Exec(ctx, stmt, s.p.Namespace, s.p.Name, s.p.UID)
 		if err != nil {
 			return 0, fmt.Errorf("forget state of pipeline %s: %w", s.p, err)

@@ -50,7 +50,7 @@ func (l *Log) Progress(_ context.Context, p Progress) error {
 // Finish implements Reporter.
 func (l *Log) Finish(_ context.Context, e End) error {
 	attrs := []any{"phase", e.Phase, "rowsRead", e.RowsRead, "rowsWritten", e.RowsWritten, "rowsDeleted", e.RowsDeleted,
-		"rowsSwept", e.RowsSwept, "batches", e.Batches,
+		"rowsSwept", e.RowsSwept, "rowsRejected", e.RowsRejected, "batches", e.Batches,
 		"checkpoint", l.checkpoint(e.Checkpoint)}
 	if e.Phase == etlv1.PhaseFailed {
 		msg := e.Message

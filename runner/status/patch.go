@@ -78,9 +78,11 @@ func applyProgress(st *etlv1.ETLPipelineStatus, p Progress, redact bool) bool {
 	changed := false
 	r := st.Run
 	if r.RowsRead != p.RowsRead || r.RowsWritten != p.RowsWritten || r.Batches != p.Batches ||
-		r.RowsDeleted != p.RowsDeleted || r.RowsSwept != p.RowsSwept {
+		r.RowsDeleted != p.RowsDeleted || r.RowsSwept != p.RowsSwept ||
+		r.RowsRejected != p.RowsRejected || r.RejectsReplayed != p.RejectsReplayed {
 		r.RowsRead, r.RowsWritten, r.Batches = p.RowsRead, p.RowsWritten, p.Batches
 		r.RowsDeleted, r.RowsSwept = p.RowsDeleted, p.RowsSwept
+		r.RowsRejected, r.RejectsReplayed = p.RowsRejected, p.RejectsReplayed
 		changed = true
 	}
 	for _, c := range p.Conditions {
@@ -126,6 +128,9 @@ func movedAt(cp *etlv1.CheckpointStatus, t time.Time) bool {
 // failure, its class and message.
 func applyEnd(st *etlv1.ETLPipelineStatus, e End, redact bool) {
 	applyProgress(st, e.Progress, redact)
+	if e.UnresolvedRejects != nil {
+		st.UnresolvedRejects = *e.UnresolvedRejects
+	}
 	if e.ClearCheckpoint {
 		st.Checkpoint = nil
 	}

@@ -52,6 +52,9 @@ type Progress struct {
 	// RowsDeleted counts the deletes of committed batches; RowsSwept what a Mirror run
 	// removed at its end.
 	RowsDeleted, RowsSwept int64
+	// RowsRejected counts the rows of committed batches put in etl.etl_rejects;
+	// RejectsReplayed the rejected rows a replay read again and wrote.
+	RowsRejected, RejectsReplayed int64
 	// Checkpoint is the last committed reader position (nil: none committed yet).
 	Checkpoint []string
 	// CheckpointTime is when it was committed.
@@ -76,6 +79,9 @@ type End struct {
 	Message    string
 	// Time is the run's completion time.
 	Time time.Time
+	// UnresolvedRejects, when set, is the pipeline's count of rows in etl.etl_rejects as
+	// the run ended (status.unresolvedRejects).
+	UnresolvedRejects *int64
 }
 
 // Reporter carries a run's state to the pipeline's status. Implementations must never

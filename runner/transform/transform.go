@@ -33,6 +33,10 @@ type Stage interface {
 // The python tasks' stage is a Stage.
 var _ Stage = (*python.Stage)(nil)
 
+// RowFailure is a stage's failure on one input row (python.RowFailure): the batch can be
+// transformed again without it.
+type RowFailure = python.RowFailure
+
 // Identity passes batches through unchanged.
 type Identity struct{}
 

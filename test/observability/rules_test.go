@@ -55,6 +55,8 @@ var contract = map[string]contractMetric{
 	"sluice_pipeline_rows_read_total":                 {counter, []string{"namespace", "name"}},
 	"sluice_pipeline_rows_written_total":              {counter, []string{"namespace", "name"}},
 	"sluice_pipeline_rows_deleted_total":              {counter, []string{"namespace", "name"}},
+	"sluice_pipeline_rows_rejected_total":             {counter, []string{"namespace", "name"}},
+	"sluice_pipeline_unresolved_rejects":              {gauge, []string{"namespace", "name"}},
 	"sluice_pipeline_batches_total":                   {counter, []string{"namespace", "name"}},
 	"sluice_pipeline_runs_total":                      {counter, []string{"namespace", "name", "outcome"}},
 	"sluice_pipeline_last_success_timestamp_seconds":  {gauge, []string{"namespace", "name"}},

@@ -502,6 +502,8 @@ type RunEnd struct {
 	RowsDeleted int64  `json:"rowsDeleted,omitempty"`
 	RowsSwept   int64  `json:"rowsSwept,omitempty"`
 	Batches     int64  `json:"batches"`
+	// RowsRejected counts the rows the run put in etl.etl_rejects.
+	RowsRejected int64 `json:"rowsRejected,omitempty"`
 }
 
 // Runner exit codes. The runner Job's podFailurePolicy fails the Job at once on ExitBusiness.

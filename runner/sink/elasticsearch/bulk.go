@@ -29,6 +29,8 @@ type item struct {
 	off int
 	// del makes the item a bulk delete of the _id, which has no body.
 	del bool
+	// row is the index in the batch of the row the document is made of.
+	row int
 
 	// The result of the latest attempt, set by the bulk indexer's callback. A worker runs the
 	// callback of each item once; Flush orders it before Write reads it.

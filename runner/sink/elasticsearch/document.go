@@ -117,7 +117,7 @@ func (s *Sink) encode(sh *shape, b *batch.Batch) error {
 			continue // a later row has the same _id
 		}
 		if b.IsDeleted(i) {
-			s.items = append(s.items, item{id: key, del: true})
+			s.items = append(s.items, item{id: key, del: true, row: i})
 			ends = append(ends, len(s.body))
 			continue
 		}
@@ -136,7 +136,7 @@ func (s *Sink) encode(sh *shape, b *batch.Batch) error {
 		if s.action == "update" {
 			s.body = append(s.body, `,"doc_as_upsert":true}`...)
 		}
-		s.items = append(s.items, item{id: key})
+		s.items = append(s.items, item{id: key, row: i})
 		ends = append(ends, len(s.body))
 	}
 	// The body buffer may have moved while it grew: slice the documents at the end.

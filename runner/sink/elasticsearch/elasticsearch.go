@@ -356,11 +356,19 @@ func (s *Sink) Close(ctx context.Context) error {
 // send adds the encoded items to the bulk indexer, waits for their results, and resends the
 // ones that failed transiently.
 func (s *Sink) send(ctx context.Context) (int64, error) {
+	n, _, err := s.sendRefusing(ctx, false)
+	return n, err
+}
+
+// sendRefusing is send; with refuse, the documents Elasticsearch refuses for what they hold
+// (documentRefusal) are returned instead of failing the write.
+func (s *Sink) sendRefusing(ctx context.Context, refuse bool) (int64, []*item, error) {
 	pending, spare := s.pending[:0], s.retry[:0]
 	defer func() { s.pending, s.retry = pending[:0], spare[:0] }()
 	for i := range s.items {
 		pending = append(pending, &s.items[i])
 	}
+	var refused []*item
 	for attempt := 0; ; attempt++ {
 		for _, it := range pending {
 			it.reset()
@@ -380,12 +388,12 @@ func (s *Sink) send(ctx context.Context) (int64, error) {
 			}
 			err := s.bi.Add(ctx, bi)
 			if err != nil {
-				return 0, fmt.Errorf("write to %s: %w", s.name(), err)
+				return 0, nil, fmt.Errorf("write to %s: %w", s.name(), err)
 			}
 		}
 		// Flush returns when every worker has sent what it held and run its callbacks.
 		if err := s.bi.Flush(ctx); err != nil {
-			return 0, fmt.Errorf("write to %s: %w", s.name(), err)
+			return 0, nil, fmt.Errorf("write to %s: %w", s.name(), err)
 		}
 		s.reportFailures(pending)
 		retry := spare[:0]
@@ -400,19 +408,20 @@ func (s *Sink) send(ctx context.Context) (int64, error) {
 			}
 		}
 		spare = retry
-		if len(rejected) > 0 {
-			return 0, failure.Business(fmt.Errorf("write to %s: Elasticsearch rejected %d of %d documents: %s",
-				s.name(), len(rejected), len(s.items), s.describe(rejected)))
+		if len(rejected) > 0 && (!refuse || !allRefusals(rejected)) {
+			return 0, nil, &refusedError{error: failure.Business(fmt.Errorf("write to %s: Elasticsearch rejected %d of %d documents: %s",
+				s.name(), len(rejected), len(s.items), s.describe(rejected))), rows: allRefusals(rejected)}
 		}
+		refused = append(refused, rejected...)
 		if len(retry) == 0 {
-			return int64(len(s.items)), nil
+			return int64(len(s.items) - len(refused)), refused, nil
 		}
 		if attempt >= s.opts.Retries {
-			return 0, failure.Infra(fmt.Errorf("write to %s: %d of %d documents still failing after %d resends: %s",
+			return 0, nil, failure.Infra(fmt.Errorf("write to %s: %d of %d documents still failing after %d resends: %s",
 				s.name(), len(retry), len(s.items), attempt, s.describe(retry)))
 		}
 		if err := s.opts.Sleep(ctx, s.opts.Backoff<<attempt); err != nil {
-			return 0, fmt.Errorf("write to %s: %w", s.name(), err)
+			return 0, nil, fmt.Errorf("write to %s: %w", s.name(), err)
 		}
 		pending, spare = retry, pending
 	}

@@ -17,5 +17,16 @@ func (s *Sink) encodeError(m *pgtype.Map, row int, column string, oid uint32, v 
 	if t, ok := m.TypeForOID(oid); ok {
 		typ = t.Name
 	}
-	return failure.Business(fmt.Errorf("write to %s: row %d, column %q: a Go %T value cannot be encoded as %s", s.name(), row, column, v, typ))
+	return failure.Business(&rowValueError{row: row, err: fmt.Errorf("write to %s: row %d, column %q: a Go %T value cannot be encoded as %s",
+		s.name(), row, column, v, typ)})
 }
+
+// rowValueError is a value of one row that the sink cannot encode: a row error
+// (Sink.RowError) found before anything is sent. row counts from 1.
+type rowValueError struct {
+	row int
+	err error
+}
+
+func (e *rowValueError) Error() string { return e.err.Error() }
+func (e *rowValueError) Unwrap() error { return e.err }

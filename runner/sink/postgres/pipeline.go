@@ -11,15 +11,18 @@ import (
 	"github.com/sluice-dev/sluice/runner/sink"
 )
 
-// Send implements sink.TxSink. The batch's upsert and stmt go down the connection in
+// Send implements sink.TxSink. stmts and the batch's upsert go down the connection in
 // pipeline mode followed by a Sync: the server runs them as one implicit transaction, and the
-// runner does not wait for it (nor pays the round trips of BEGIN and COMMIT).
-func (s *Sink) Send(ctx context.Context, b *batch.Batch, stmt sink.Statement) error {
+// runner does not wait for it (nor pays the round trips of BEGIN and COMMIT). The statements
+// go first: a checkpoint that does not follow the committed one (a batch sent after a failed
+// one) or a stale epoch raises before any row is written, so such a batch costs the server
+// nothing, and the rows still commit with the checkpoint or not at all.
+func (s *Sink) Send(ctx context.Context, b *batch.Batch, stmts ...sink.Statement) error {
 	if s.columns == nil {
 		return fmt.Errorf("write to %s: sink used before Prepare", s.name())
 	}
 	e := &sent{}
-	if b.Len() == 0 && stmt.SQL == "" {
+	if b.Len() == 0 && !hasSQL(stmts) {
 		e.ready = true
 		s.queue = append(s.queue, e)
 		return nil
@@ -51,12 +54,16 @@ func (s *Sink) Send(ctx context.Context, b *batch.Batch, stmt sink.Statement) er
 	if s.pipe == nil {
 		s.pipe = s.conn.PgConn().StartPipeline(ctx)
 	}
-	for _, q := range qs {
-		s.pipe.SendQueryPrepared(q.stmt, q.params, binaryFormats(len(q.params)), nil)
+	for _, st := range stmts {
+		if st.SQL == "" {
+			continue
+		}
+		s.pipe.SendQueryParams(st.SQL, st.Params, nil, nil, nil)
 		e.results++
 	}
-	if stmt.SQL != "" {
-		s.pipe.SendQueryParams(stmt.SQL, stmt.Params, nil, nil, nil)
+	e.upsertAt = e.results
+	for _, q := range qs {
+		s.pipe.SendQueryPrepared(q.stmt, q.params, binaryFormats(len(q.params)), nil)
 		e.results++
 	}
 	e.counted = upsert
@@ -81,12 +88,14 @@ func (s *Sink) Receive(_ context.Context) (int64, error) {
 
 // sent is one batch sent in pipeline mode.
 type sent struct {
-	// results is how many statements precede the Sync; counted says the first is the upsert.
-	results int
-	counted bool
-	ready   bool
-	rows    int64
-	err     error
+	// results is how many statements precede the Sync; counted says the one at upsertAt
+	// is the upsert.
+	results  int
+	upsertAt int
+	counted  bool
+	ready    bool
+	rows     int64
+	err      error
 }
 
 // collect reads the results of e, the oldest unread batch, up to its Sync. After an error
@@ -99,7 +108,7 @@ func (s *Sink) collect(e *sent) {
 			var pgErr *pgconn.PgError
 			if e.err == nil {
 				what := "upsert"
-				if !e.counted || i > 0 {
+				if !e.counted || i != e.upsertAt {
 					what = "statement in the batch's transaction"
 				}
 				e.err = fmt.Errorf("write to %s: %s: %w", s.name(), what, err)
@@ -117,7 +126,7 @@ func (s *Sink) collect(e *sent) {
 			if err != nil && e.err == nil {
 				e.err = fmt.Errorf("write to %s: %w", s.name(), err)
 			}
-			if i == 0 && e.counted {
+			if i == e.upsertAt && e.counted {
 				e.rows = tag.RowsAffected()
 			}
 		case nil:
@@ -149,4 +158,14 @@ func (s *Sink) closePipeline(_ context.Context) error {
 		}
 	}
 	return nil
+}
+
+// hasSQL reports whether one of stmts has a statement.
+func hasSQL(stmts []sink.Statement) bool {
+	for _, st := range stmts {
+		if st.SQL != "" {
+			return true
+		}
+	}
+	return false
 }

@@ -234,7 +234,8 @@ func (s *Stage) Apply(ctx context.Context, in *batch.Batch) (*batch.Batch, error
 	e.buf = append(e.buf[:0], make([]byte, headerSize)...)
 	var rerr *rowError
 	if s.scratch, rerr = encodeBatch(e, in, cols, s.scratch); rerr != nil {
-		return nil, failure.Business(fmt.Errorf("reader row (%s), column %q: %w", s.rowKey(in, cols, rerr.row), rerr.col, rerr.err))
+		return nil, failure.Business(&RowFailure{Row: rerr.row, Class: "encode",
+			err: fmt.Errorf("reader row (%s), column %q: %w", s.rowKey(in, cols, rerr.row), rerr.col, rerr.err)})
 	}
 	frame := finishFrame(e.buf, frameBatch)
 	// Memory that the worker's answer replaces: a batch's frame can be megabytes.
@@ -249,14 +250,26 @@ func (s *Stage) Apply(ctx context.Context, in *batch.Batch) (*batch.Batch, error
 		return s.result(in, cols, payload)
 	case frameError:
 		f, ok := s.decodeFailure(payload)
-		// The worker may be in any state after a failure (out of memory, interrupted): the
-		// run fails anyway, so it goes.
-		s.w.kill()
-		s.w = nil
+		if !ok || !rowKind(f.kind) || f.row < 0 || f.row >= in.Len() {
+			// The worker may be in any state after such a failure (out of memory,
+			// interrupted): it goes, the next batch starts another.
+			s.w.kill()
+			s.w = nil
+		}
 		if !ok {
 			return nil, failure.Business(errors.New("the python worker failed and its report does not decode"))
 		}
-		return nil, failure.Business(s.batchFailure(f, in, cols))
+		err := s.batchFailure(f, in, cols)
+		if rowKind(f.kind) && f.row >= 0 && f.row < in.Len() {
+			// A task's exception or return value for one row: the worker caught it and
+			// waits for the next batch.
+			class := f.kind
+			if f.kind == "exception" {
+				class = f.message
+			}
+			err = &RowFailure{Row: f.row, Task: f.task, Class: class, err: err}
+		}
+		return nil, failure.Business(err)
 	}
 	s.w.kill()
 	s.w = nil
@@ -316,8 +329,12 @@ func (s *Stage) result(in *batch.Batch, cols []inColumn, payload []byte) (*batch
 	if err := s.dec.result(out, s.width); err != nil {
 		var ve *valueError
 		if errors.As(err, &ve) {
-			return nil, failure.Business(fmt.Errorf("the python tasks returned, for reader row (%s), a row whose %v",
-				s.rowKey(in, cols, out.source(ve.row)), ve))
+			row := out.source(ve.row)
+			err := fmt.Errorf("the python tasks returned, for reader row (%s), a row whose %v", s.rowKey(in, cols, row), ve)
+			if row >= 0 && row < in.Len() {
+				err = &RowFailure{Row: row, Class: "value", err: err}
+			}
+			return nil, failure.Business(err)
 		}
 		return nil, failure.Business(fmt.Errorf("the python tasks' output: %w", err))
 	}
@@ -360,6 +377,7 @@ func (s *Stage) result(in *batch.Batch, cols []inColumn, payload []byte) (*batch
 		}
 	}
 	b.Deleted = out.deleted(in)
+	b.Origin = out.origin
 	// The rows now belong to the batch.
 	out.rows = nil
 	return b, nil
@@ -683,4 +701,31 @@ func withFrames(f workerFailure) string {
 		return f.message
 	}
 	return f.message + "\n" + f.frames
+}
+
+// RowFailure is a failure of the python tasks caused by one reader row: a task raised for
+// it, returned something that is not a row, or made a value the sink cannot take; or the
+// row holds a value Python cannot be given. The run may reject the row (spec.errors) and
+// transform the batch again without it: the worker keeps running.
+type RowFailure struct {
+	// Row is the reader row's index in the batch.
+	Row int
+	// Task is the task that failed ("" when no task ran yet).
+	Task string
+	// Class is the exception's type, or what failed: "return", "value", "encode".
+	Class string
+	err   error
+}
+
+func (e *RowFailure) Error() string { return e.err.Error() }
+func (e *RowFailure) Unwrap() error { return e.err }
+
+// rowKind reports whether a worker failure of kind is about one row, after which the worker
+// carries on (worker.py's _Failure of a task's exception, return value or output value).
+func rowKind(kind string) bool {
+	switch kind {
+	case "exception", "return", "value":
+		return true
+	}
+	return false
 }
