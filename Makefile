@@ -18,8 +18,11 @@ IMG ?= ghcr.io/sluice-dev/sluice:$(VERSION)
 
 CONTROLLER_GEN_VERSION := v0.23.0
 GOLANGCI_LINT_VERSION := v2.15.0
+HELM_VERSION := v3.22.0
 CONTROLLER_GEN := $(CACHE)/tools/controller-gen-$(CONTROLLER_GEN_VERSION)/controller-gen
 GOLANGCI_LINT := $(CACHE)/tools/golangci-lint-$(GOLANGCI_LINT_VERSION)/golangci-lint
+# helm is built by hack/helm.sh (make test-deps) into $(CACHE)/tools/helm-$(HELM_VERSION)/.
+export HELM_VERSION
 
 TEST_ENV = $(RUN)/test.env
 GO_TEST_FLAGS ?= -count=1 -timeout 20m
@@ -33,9 +36,10 @@ help: ## Show the targets.
 ##@ Development
 
 .PHONY: manifests
-manifests: $(CONTROLLER_GEN) ## Generate the CRD and the manager's ClusterRole from the markers.
+manifests: $(CONTROLLER_GEN) ## Generate the CRD and the manager's ClusterRole from the markers (and the Helm chart's copies).
 	$(CONTROLLER_GEN) crd:allowDangerousTypes=true rbac:roleName=sluice-manager paths=./... \
 		output:crd:artifacts:config=config/crd/bases output:rbac:artifacts:config=config/rbac
+	hack/helm.sh sync
 
 .PHONY: generate
 generate: $(CONTROLLER_GEN) ## Generate the deepcopy methods.
