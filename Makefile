@@ -64,8 +64,10 @@ verify: ## Fail when code generation, gofmt or 'go mod tidy' would change the tr
 ##@ Build
 
 .PHONY: build
-build: ## Build the sluice binary into bin/.
+build: ## Build the sluice binary into bin/, with bin/kubectl-sluice (the kubectl plugin) beside it.
 	go build -trimpath -ldflags "-s -w -X main.version=$(VERSION)" -o bin/sluice .
+	ln -sf sluice bin/kubectl-sluice
+	ln -sf sluice bin/kubectl_complete-sluice
 
 .PHONY: docker-build
 docker-build: ## Build the image (needs a container engine).

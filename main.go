@@ -12,6 +12,7 @@ const usage = `usage: sluice <command> [flags]
 commands:
   manager   run the ETLPipeline operator (control plane)
   runner    execute one run of a pipeline (data plane; started by the operator in a Job)
+  kubectl   inspect and control pipelines (the kubectl plugin: kubectl sluice, when run as kubectl-sluice)
   version   print the version
 
 Run 'sluice <command> -h' for a command's flags.
@@ -21,6 +22,9 @@ Run 'sluice <command> -h' for a command's flags.
 var version = "dev"
 
 func main() {
+	if args, ok := kubectlPluginArgs(os.Args[0], os.Args[1:]); ok {
+		os.Exit(runKubectl(args, os.Stdout, os.Stderr))
+	}
 	if len(os.Args) < 2 {
 		fmt.Fprint(os.Stderr, usage)
 		os.Exit(2)
@@ -31,6 +35,8 @@ func main() {
 		os.Exit(runManager(args))
 	case "runner":
 		os.Exit(runRunner(args))
+	case "kubectl":
+		os.Exit(runKubectl(args, os.Stdout, os.Stderr))
 	case "version", "--version":
 		fmt.Println("sluice", version)
 	case "help", "-h", "--help":
