@@ -58,6 +58,7 @@ var kubectlCommands = []func(*kubectlOptions) *cobra.Command{
 	newKubectlPauseCmd,
 	newKubectlResumeCmd,
 	newKubectlLogsCmd,
+	newKubectlRejectsCmd,
 	newKubectlCompletionCmd,
 }
 
@@ -314,13 +315,21 @@ func (o *kubectlOptions) completePipelineNames(cmd *cobra.Command, args []string
 	if err := c.client.List(cmd.Context(), &list, client.InNamespace(c.namespace)); err != nil {
 		return nil, cobra.ShellCompDirectiveNoFileComp
 	}
+	return kubectlPrefixed(list.Items, toComplete), cobra.ShellCompDirectiveNoFileComp
+}
+
+// kubectlPrefixed returns the names of the objects that start with prefix.
+func kubectlPrefixed[T any, P interface {
+	*T
+	GetName() string
+}](items []T, prefix string) []string {
 	var names []string
-	for i := range list.Items {
-		if strings.HasPrefix(list.Items[i].Name, toComplete) {
-			names = append(names, list.Items[i].Name)
+	for i := range items {
+		if name := P(&items[i]).GetName(); strings.HasPrefix(name, prefix) {
+			names = append(names, name)
 		}
 	}
-	return names, cobra.ShellCompDirectiveNoFileComp
+	return names
 }
 
 // completeNamespaces completes -n with the cluster's namespaces.
@@ -333,13 +342,7 @@ func (o *kubectlOptions) completeNamespaces(cmd *cobra.Command, _ []string, toCo
 	if err := c.client.List(cmd.Context(), &list); err != nil {
 		return nil, cobra.ShellCompDirectiveNoFileComp
 	}
-	var names []string
-	for i := range list.Items {
-		if strings.HasPrefix(list.Items[i].Name, toComplete) {
-			names = append(names, list.Items[i].Name)
-		}
-	}
-	return names, cobra.ShellCompDirectiveNoFileComp
+	return kubectlPrefixed(list.Items, toComplete), cobra.ShellCompDirectiveNoFileComp
 }
 
 // newKubectlCompletionCmd returns `completion bash|zsh|fish`.

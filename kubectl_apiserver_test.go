@@ -430,3 +430,45 @@ func wantTable(t *testing.T, table string, patterns ...string) {
 		}
 	}
 }
+
+func TestKubectlRejectsAgainstAPIServer(t *testing.T) {
+	s := startKubectlAPIServer(t)
+	now := metav1.Now()
+	minutesAgo := func(m int) *metav1.Time { return &metav1.Time{Time: now.Add(-time.Duration(m) * time.Minute)} }
+	s.pipeline(t, "team-b", "customers", nil, etlv1.ETLPipelineStatus{Phase: etlv1.PhaseIdle})
+	t.Run("rejects lists the newest rejects of the status and --replay requests their replay", func(t *testing.T) {
+		s.pipeline(t, "team-b", "rejecting", nil, etlv1.ETLPipelineStatus{Phase: etlv1.PhaseIdle, UnresolvedRejects: 7,
+			RecentRejects: []etlv1.RejectSummary{{Key: "id=42", Stage: "sink", Class: "23514", RunID: "r3", Time: minutesAgo(2), Attempts: 1,
+				Message: "ERROR: new row for relation \"items\" violates check constraint \"amount_positive\" (SQLSTATE 23514)"}}})
+		code, stdout, stderr := s.run(t, "rejects", "-n", "team-b", "rejecting")
+		if code != 0 {
+			t.Fatalf("exit %d: %s", code, stderr)
+		}
+		for _, want := range []string{`(?m)^ETLPipeline team-b/rejecting: 7 rows in etl.etl_rejects`, `(?m)^KEY\s+STAGE\s+CLASS\s+RUN\s+AGE\s+ATTEMPTS\s+MESSAGE$`,
+			`(?m)^id=42\s+sink\s+23514\s+r3\s+2m\d*s?\s+1\s+ERROR: new row for relation "items" violates check constraint`,
+			`SELECT \* FROM etl.rejects WHERE namespace = 'team-b' AND name = 'rejecting'`} {
+			if !regexp.MustCompile(want).MatchString(stdout) {
+				t.Errorf("rejects output lacks %q:\n%s", want, stdout)
+			}
+		}
+		code, stdout, _ = s.run(t, "rejects", "-n", "team-b", "rejecting", "-o", "json")
+		var out kubectlRejects
+		if code != 0 || json.Unmarshal([]byte(stdout), &out) != nil || out.Unresolved != 7 || len(out.Recent) != 1 || out.Recent[0].Key != "id=42" {
+			t.Errorf("rejects -o json: exit %d, %s", code, stdout)
+		}
+		code, stdout, stderr = s.run(t, "rejects", "-n", "team-b", "rejecting", "--replay")
+		if code != 0 || !strings.Contains(stdout, etlv1.AnnotationReplayRejectsRequestedAt+"=") {
+			t.Fatalf("--replay: exit %d, %s %s", code, stdout, stderr)
+		}
+		if v := s.get(t, "team-b", "rejecting").Annotations[etlv1.AnnotationReplayRejectsRequestedAt]; v == "" {
+			t.Fatalf("--replay set no annotation")
+		}
+		if code, _, _ = s.run(t, "rejects", "-n", "team-b", "rejecting", "--replay", "-o", "json"); code != 2 {
+			t.Errorf("--replay with -o: exit %d, want 2", code)
+		}
+		code, stdout, _ = s.run(t, "rejects", "-n", "team-b", "customers")
+		if code != 0 || !strings.Contains(stdout, "has no rejected rows") {
+			t.Errorf("a pipeline without rejects: exit %d, %s", code, stdout)
+		}
+	})
+}

@@ -20,7 +20,8 @@ step "PostgreSQL, Elasticsearch and the Kubernetes binaries"
 env_file=$("$here/test-env.sh" up)
 # shellcheck disable=SC1090
 source "$env_file"
-export PATH="$KUBEBUILDER_ASSETS:$PATH"
+# kubectl, and bin/kubectl-sluice (make build) for `kubectl sluice`.
+export PATH="$root/bin:$KUBEBUILDER_ASSETS:$PATH"
 
 step "Local cluster"
 KUBECONFIG=$("$here/cluster.sh" up)
@@ -62,15 +63,19 @@ curl -fsS -X POST "$SLUICE_TEST_ES_URL/customers/_refresh" >/dev/null  # the sin
 curl -fsS "$SLUICE_TEST_ES_URL/customers/_count?pretty" | grep '"count"'
 curl -fsS "$SLUICE_TEST_ES_URL/customers/_search?size=3&sort=id:asc&filter_path=hits.hits._id,hits.hits._source&pretty"
 
+step "kubectl sluice status -A"
+kubectl sluice status -A
+
 cat <<MSG
 
 The cluster stays up. Use it with:
-  export KUBECONFIG=$KUBECONFIG PATH=$KUBEBUILDER_ASSETS:\$PATH
-  kubectl get etlp -A -w
-Pause, resume, run again:
-  kubectl -n demo patch etlp orders-to-analytics --type merge -p '{"spec":{"desiredState":"Paused"}}'
-  kubectl -n demo patch etlp orders-to-analytics --type merge -p '{"spec":{"desiredState":"Running"}}'
-  kubectl -n demo annotate --overwrite etlp orders-to-analytics etl.sluice.dev/run-requested-at="\$(date -Is)"
+  export KUBECONFIG=$KUBECONFIG PATH=$root/bin:$KUBEBUILDER_ASSETS:\$PATH
+  kubectl sluice status -A; kubectl sluice status -n demo orders-to-analytics
+Pause, resume, run again, read the runner's log (the plugin's patches and annotation):
+  kubectl sluice pause -n demo orders-to-analytics
+  kubectl sluice resume -n demo orders-to-analytics
+  kubectl sluice run -n demo orders-to-analytics --wait
+  kubectl sluice logs -n demo orders-to-analytics
 Stop everything:
   make clean-deps
 MSG

@@ -28,7 +28,8 @@ func (e *executor) pause(ctx context.Context, s *session) Result {
 		e.log.Warn("cannot record the paused run", "error", e.scrub.scrub(err.Error()))
 	}
 	unresolved := e.endRejects(ctx, s)
-	e.report(ctx, status.End{Phase: etlv1.PhasePaused, Progress: e.progressNow(), Time: time.Now(), UnresolvedRejects: unresolved})
+	e.report(ctx, status.End{Phase: etlv1.PhasePaused, Progress: e.progressNow(), Time: time.Now(), UnresolvedRejects: unresolved,
+		RecentRejects: e.recentRejects})
 	e.log.Info("run paused", "checkpoint", e.after)
 	return Result{Outcome: OutcomePaused, ExitCode: configv1.ExitOK}
 }
@@ -72,7 +73,8 @@ func (e *executor) complete(ctx context.Context, s *session) error {
 
 // finished reports a completed run.
 func (e *executor) finished(ctx context.Context) Result {
-	end := status.End{Phase: etlv1.PhaseIdle, Progress: e.progressNow(), Time: time.Now(), UnresolvedRejects: e.unresolvedAtEnd}
+	end := status.End{Phase: etlv1.PhaseIdle, Progress: e.progressNow(), Time: time.Now(), UnresolvedRejects: e.unresolvedAtEnd,
+		RecentRejects: e.recentRejects}
 	if e.pl.mode == etlv1.ModeFull {
 		end.ClearCheckpoint = true
 		end.Checkpoint = nil
@@ -100,7 +102,7 @@ func (e *executor) fail(ctx context.Context, s *session, err error) Result {
 		unresolved = e.endRejects(ctx, s)
 	}
 	e.report(ctx, status.End{Phase: etlv1.PhaseFailed, Progress: e.progressNow(), ErrorClass: class, Message: msg, Time: time.Now(),
-		UnresolvedRejects: unresolved})
+		UnresolvedRejects: unresolved, RecentRejects: e.recentRejects})
 	return Result{Outcome: OutcomeFailed, ExitCode: code, ErrorClass: class, Message: msg}
 }
 

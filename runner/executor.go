@@ -221,8 +221,10 @@ type executor struct {
 	unresolved map[string]struct{}
 	// replay is the progress of a replay run's pass over the rejects.
 	replay replayPass
-	// unresolvedAtEnd is the pipeline's count of rejects when the run completed.
+	// unresolvedAtEnd is the pipeline's count of rejects when the run completed;
+	// recentRejects the newest of them, as endRejects read them.
 	unresolvedAtEnd *int64
+	recentRejects   []etlv1.RejectSummary
 	// mirrored is set once a Mirror run's sweep or swap is done.
 	mirrored bool
 	// pending accumulates what CheckpointAtEnd has not committed yet.

@@ -223,6 +223,10 @@ func TestWithAPIServer(t *testing.T) {
 			!strings.Contains(c.Message, "2 rows") {
 			t.Fatalf("after the run: %d rejected, %d unresolved, condition %+v", p.Status.Run.RowsRejected, p.Status.UnresolvedRejects, c)
 		}
+		if len(p.Status.RecentRejects) != 2 || p.Status.RecentRejects[1].Key != "id=5" && p.Status.RecentRejects[0].Key != "id=5" ||
+			p.Status.RecentRejects[0].Class != "23514" || p.Status.RecentRejects[0].RunID != "run-1" {
+			t.Fatalf("status.recentRejects %+v, want the two rejects of run-1", p.Status.RecentRejects)
+		}
 
 		db.exec(t, `ALTER TABLE analytics.items DROP CONSTRAINT amount_positive`)
 		api.request(t, key, "run-2", etlv1.TriggerReplayRejects)
@@ -230,7 +234,8 @@ func TestWithAPIServer(t *testing.T) {
 		requireOutcome(t, res, OutcomeIdle, configv1.ExitOK)
 		p = api.get(t, key)
 		c = meta.FindStatusCondition(p.Status.Conditions, etlv1.ConditionRowsRejected)
-		if p.Status.Run.RejectsReplayed != 2 || p.Status.UnresolvedRejects != 0 || c == nil || c.Status != metav1.ConditionFalse {
+		if p.Status.Run.RejectsReplayed != 2 || p.Status.UnresolvedRejects != 0 || c == nil || c.Status != metav1.ConditionFalse ||
+			len(p.Status.RecentRejects) != 0 {
 			t.Fatalf("after the replay: %d replayed, %d unresolved, condition %+v", p.Status.Run.RejectsReplayed, p.Status.UnresolvedRejects, c)
 		}
 		sinkMatchesSource(t, db, db, "items")

@@ -17,6 +17,7 @@ import (
 	"github.com/sluice-dev/sluice/runner/metrics"
 	"github.com/sluice-dev/sluice/runner/sink"
 	"github.com/sluice-dev/sluice/runner/state"
+	"github.com/sluice-dev/sluice/runner/status"
 	"github.com/sluice-dev/sluice/runner/transform"
 )
 
@@ -426,6 +427,12 @@ func (e *executor) endRejects(ctx context.Context, s *session) *int64 {
 		e.log.Warn("cannot count the pipeline's rejects", "error", e.scrub.scrub(err.Error()))
 		return nil
 	}
+	recent, err := s.store.RecentRejects(cctx, etlv1.MaxRecentRejects)
+	if err != nil {
+		e.log.Warn("cannot read the pipeline's rejects", "error", e.scrub.scrub(err.Error()))
+		return nil
+	}
+	e.recentRejects = recentRejects(recent, e.redacted())
 	c, clear := rejectsCondition(e.p.Pipeline, n, e.rowsRejected, e.pl.tolerance.tolerates())
 	if clear {
 		e.cleared = append(e.cleared, c.Type)
@@ -437,4 +444,32 @@ func (e *executor) endRejects(ctx context.Context, s *session) *int64 {
 			e.p.RunID, e.rowsRejected, n))
 	}
 	return &n
+}
+
+// recentRejects renders the newest rejects for status.recentRejects: the key as name=value
+// pairs (masked when the checkpoint is redacted), the message bounded.
+func recentRejects(rows []state.RecentReject, redact bool) []etlv1.RejectSummary {
+	out := make([]etlv1.RejectSummary, 0, len(rows))
+	for _, r := range rows {
+		values := r.Key
+		if redact {
+			values = status.Mask(values)
+		}
+		pairs := make([]string, len(values))
+		for i, v := range values {
+			name := "?"
+			if i < len(r.KeyColumns) {
+				name = r.KeyColumns[i]
+			}
+			pairs[i] = name + "=" + v
+		}
+		msg := r.Message
+		if len(msg) > 1024 {
+			msg = msg[:1021] + "..."
+		}
+		at := metav1.NewTime(r.At)
+		out = append(out, etlv1.RejectSummary{Key: strings.Join(pairs, ", "), Stage: r.Stage, Class: r.Class, Message: msg,
+			RunID: r.RunID, Time: &at, Attempts: r.Attempts})
+	}
+	return out
 }

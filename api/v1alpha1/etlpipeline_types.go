@@ -472,6 +472,12 @@ type ETLPipelineStatus struct {
 	// +optional
 	UnresolvedRejects int64 `json:"unresolvedRejects,omitempty"`
 
+	// RecentRejects are the newest of those rows (at most MaxRecentRejects), for a person's
+	// first look; etl.rejects in the state database lists them all.
+	// +optional
+	// +kubebuilder:validation:MaxItems=10
+	RecentRejects []RejectSummary `json:"recentRejects,omitempty"`
+
 	// NextScheduledRun is the next tick of spec.schedule. After a run that failed with an
 	// infrastructure error it is a later tick: the next one after one failure, the second after
 	// two, the fourth after three, ... at most the eighth.
@@ -496,6 +502,31 @@ type ETLPipelineStatus struct {
 
 // MaxRunHistory is how many ended runs status.history keeps.
 const MaxRunHistory = 5
+
+// MaxRecentRejects is how many rejects status.recentRejects shows.
+const MaxRecentRejects = 10
+
+// RejectSummary is a row of etl.etl_rejects as the status shows it.
+type RejectSummary struct {
+	// Key names the reader row by its key columns (id=42), masked like the checkpoint when
+	// the operator redacts it.
+	Key string `json:"key"`
+	// Stage is transform or sink; Class is the exception type, Elasticsearch error type or
+	// SQLSTATE.
+	Stage string `json:"stage"`
+	Class string `json:"class"`
+	// Message is why, without the row's values.
+	// +kubebuilder:validation:MaxLength=1024
+	Message string `json:"message"`
+	// RunID is the run that rejected the row last.
+	RunID string `json:"runID"`
+	// Time is when.
+	// +optional
+	Time *metav1.Time `json:"time,omitempty"`
+	// Attempts counts the times the key was refused.
+	// +optional
+	Attempts int32 `json:"attempts,omitempty"`
+}
 
 // PipelineTotals are a pipeline's counters over all its runs.
 type PipelineTotals struct {

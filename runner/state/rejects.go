@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"strconv"
+	"time"
 )
 
 // Reject is a reader row that a run did not write: a transform raised for it, or the sink
@@ -153,4 +154,40 @@ func (s *Store) RejectedKeys(ctx context.Context, keyColumns []string, after []s
 		return nil, fmt.Errorf("read rejected keys of pipeline %s: %w", s.p, err)
 	}
 	return keys, nil
+}
+
+// RecentReject is a row of etl_rejects as RecentRejects reads it.
+type RecentReject struct {
+	KeyColumns, Key              []string
+	Stage, Class, Message, RunID string
+	At                           time.Time
+	Attempts                     int32
+}
+
+// RecentRejects returns the pipeline's newest rejects, at most limit of them.
+func (s *Store) RecentRejects(ctx context.Context, limit int) ([]RecentReject, error) {
+	rows, err := s.conn.Query(ctx, `
+		SELECT key_columns, key, stage, error_class, message, run_id, rejected_at, attempts
+		FROM etl.etl_rejects WHERE namespace = $1 AND name = $2
+		ORDER BY rejected_at DESC, key LIMIT $3`, s.p.Namespace, s.p.Name, limit)
+	if err != nil {
+		return nil, fmt.Errorf("read rejects of pipeline %s: %w", s.p, err)
+	}
+	defer rows.Close()
+	var out []RecentReject
+	for rows.Next() {
+		var r RecentReject
+		var key []byte
+		if err := rows.Scan(&r.KeyColumns, &key, &r.Stage, &r.Class, &r.Message, &r.RunID, &r.At, &r.Attempts); err != nil {
+			return nil, fmt.Errorf("read rejects of pipeline %s: %w", s.p, err)
+		}
+		if err := json.Unmarshal(key, &r.Key); err != nil {
+			return nil, fmt.Errorf("read rejects of pipeline %s: %w", s.p, err)
+		}
+		out = append(out, r)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("read rejects of pipeline %s: %w", s.p, err)
+	}
+	return out, nil
 }

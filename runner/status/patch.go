@@ -130,6 +130,7 @@ func applyEnd(st *etlv1.ETLPipelineStatus, e End, redact bool) {
 	applyProgress(st, e.Progress, redact)
 	if e.UnresolvedRejects != nil {
 		st.UnresolvedRejects = *e.UnresolvedRejects
+		st.RecentRejects = e.RecentRejects
 	}
 	if e.ClearCheckpoint {
 		st.Checkpoint = nil

@@ -82,6 +82,9 @@ type End struct {
 	// UnresolvedRejects, when set, is the pipeline's count of rows in etl.etl_rejects as
 	// the run ended (status.unresolvedRejects).
 	UnresolvedRejects *int64
+	// RecentRejects, when UnresolvedRejects is set, are the newest of them
+	// (status.recentRejects).
+	RecentRejects []etlv1.RejectSummary
 }
 
 // Reporter carries a run's state to the pipeline's status. Implementations must never
