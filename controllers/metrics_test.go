@@ -20,9 +20,10 @@ func TestPipelineMetrics(t *testing.T) {
 	mt := func(d time.Duration) *metav1.Time { v := metav1.NewTime(now.Add(-d)); return &v }
 	running := newPipeline("team-a", "orders", legacySpec())
 	running.Status = etlv1.ETLPipelineStatus{
-		Phase:  etlv1.PhaseRunning,
-		Run:    &etlv1.RunStatus{ID: "r2", StartTime: mt(90 * time.Second), RowsRead: 5, RowsWritten: 5, Batches: 1},
-		Totals: &etlv1.PipelineTotals{RowsRead: 100, RowsWritten: 98, RowsDeleted: 2, Batches: 4, RunsSucceeded: 1, RunsFailed: 1, CountedRunID: "r1", LastSuccessTime: mt(time.Hour)},
+		Phase:             etlv1.PhaseRunning,
+		Run:               &etlv1.RunStatus{ID: "r2", StartTime: mt(90 * time.Second), RowsRead: 5, RowsWritten: 5, RowsRejected: 1, Batches: 1},
+		Totals:            &etlv1.PipelineTotals{RowsRead: 100, RowsWritten: 98, RowsDeleted: 2, RowsRejected: 3, Batches: 4, RunsSucceeded: 1, RunsFailed: 1, CountedRunID: "r1", LastSuccessTime: mt(time.Hour)},
+		UnresolvedRejects: 3,
 		// The cursor is 2 minutes behind the clock.
 		Checkpoint:          &etlv1.CheckpointStatus{Values: []string{"2026-12-02 11:58:00Z", "7"}, Time: mt(10 * time.Second)},
 		ConsecutiveFailures: 1,
@@ -46,6 +47,9 @@ func TestPipelineMetrics(t *testing.T) {
 		`sluice_pipeline_rows_written_total{name="orders",namespace="team-a"}`:              103,
 		`sluice_pipeline_rows_read_total{name="orders",namespace="team-a"}`:                 105,
 		`sluice_pipeline_batches_total{name="orders",namespace="team-a"}`:                   5,
+		`sluice_pipeline_rows_rejected_total{name="orders",namespace="team-a"}`:             4,
+		`sluice_pipeline_unresolved_rejects{name="orders",namespace="team-a"}`:              3,
+		`sluice_pipeline_rows_rejected_total{name="ids",namespace="team-b"}`:                0,
 		`sluice_pipeline_freshness_seconds{name="orders",namespace="team-a"}`:               120,
 		`sluice_pipeline_run_seconds{name="ids",namespace="team-b"}`:                        0,
 		`sluice_pipeline_run_seconds{name="orders",namespace="team-a"}`:                     90,
@@ -71,9 +75,9 @@ func TestPipelineMetrics(t *testing.T) {
 			t.Errorf("%s is exported", absent)
 		}
 	}
-	// Each: the phases, 4 counters, 3 outcomes, last success, failures, run seconds; orders
-	// also freshness and last progress.
-	if n := len(got); n != 2*(len(phases)+10)+2 {
+	// Each: the phases, 5 counters, 3 outcomes, last success, failures, unresolved rejects,
+	// run seconds; orders also freshness and last progress.
+	if n := len(got); n != 2*(len(phases)+12)+2 {
 		t.Errorf("%d series", n)
 	}
 	names := MetricNames()
