@@ -316,6 +316,11 @@ var _ = Describe("ETLPipelines on the local cluster", func() {
 		full := strings.Replace(pipelineYAML("backfill", "orders_full", 1000, ""), "mode: Incremental", "mode: Full", 1)
 		apply(ns, full)
 		Eventually(phaseOf(ns, "backfill")).WithTimeout(60 * time.Second).WithPolling(poll).Should(Equal(etlv1.PhaseRunning))
+		// As in the Incremental spec: paused once its first batch is in the sink, so that the
+		// pause lands mid-backfill (asked right at the claim, a loaded machine may pause the run
+		// before its first batch, and leave no checkpoint to resume).
+		Eventually(func() (int64, error) { return queryInt("SELECT count(*) FROM analytics.orders_full") }).
+			WithTimeout(60 * time.Second).WithPolling(20 * time.Millisecond).Should(BeNumerically(">", 0))
 		By("kubectl patch desiredState Paused mid-backfill")
 		mustKubectl("patch", "etlp", "backfill", "-n", ns, "--type", "merge", "-p", `{"spec":{"desiredState":"Paused"}}`)
 		Eventually(phaseOf(ns, "backfill")).WithTimeout(60 * time.Second).WithPolling(poll).Should(Equal(etlv1.PhasePaused))
