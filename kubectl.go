@@ -59,6 +59,7 @@ var kubectlCommands = []func(*kubectlOptions) *cobra.Command{
 	newKubectlResumeCmd,
 	newKubectlLogsCmd,
 	newKubectlRejectsCmd,
+	newKubectlCheckpointCmd,
 	newKubectlCompletionCmd,
 }
 

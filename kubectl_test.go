@@ -82,6 +82,13 @@ func TestKubectlUsageErrorsExit2WithoutACluster(t *testing.T) {
 		{[]string{"logs", "x", "--tail", "many"}, "invalid argument"},
 		{[]string{"completion", "tcsh"}, `unsupported shell "tcsh"`},
 		{[]string{"completion"}, "one shell expected"},
+		{[]string{"checkpoint"}, "a pipeline NAME is required"},
+		{[]string{"checkpoint", "rewind", "x"}, "usage: checkpoint NAME, checkpoint reset NAME"},
+		{[]string{"checkpoint", "set", "x"}, "checkpoint set needs --values"},
+		{[]string{"checkpoint", "reset", "x", "--values", "1"}, "checkpoint reset takes no --values"},
+		{[]string{"checkpoint", "x", "--values", "1"}, "--values goes with 'checkpoint set'"},
+		{[]string{"checkpoint", "reset", "x", "--timeout", "0s"}, "--timeout must be positive"},
+		{[]string{"rejects", "x", "--replay", "-o", "json"}, "--replay and -o do not go together"},
 	} {
 		code, stdout, stderr := runKubectlTest(t, tc.args...)
 		if code != 2 || !strings.Contains(stderr, tc.want) || !strings.Contains(stderr, "--help' for usage") {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"flag"
 	"fmt"
 	"log/slog"
@@ -53,6 +54,7 @@ func runRunner(args []string) int {
 	pythonMemory := fs.String("python-memory-limit", "1Gi", "address space limit of the python worker (a quantity: 512Mi, 2Gi), or none")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	metricsAddr := fs.String("metrics-bind-address", ":8080", `address of the /metrics endpoint while the run runs; "0" disables it`)
+	checkpoint := fs.Bool("checkpoint", false, "carry out the checkpoint request of a paused pipeline ("+configv1.EnvCheckpointRequest+"), then exit")
 	forget := fs.Bool("forget", false, "remove the state of a deleted pipeline ("+configv1.EnvPipelineUID+") from the state database, then exit")
 	if err := fs.Parse(args); err != nil {
 		return 2
@@ -112,6 +114,20 @@ func runRunner(args []string) int {
 		log.Error("cannot read the spec snapshot", "error", err.Error())
 	} else {
 		p.SpecJSON = spec
+	}
+	if *checkpoint {
+		if p.ConfigErr != nil {
+			log.Error("cannot load the operator configuration", "error", p.ConfigErr.Error())
+			return configv1.ExitBusiness
+		}
+		var req etlv1.CheckpointRequest
+		if err := json.Unmarshal([]byte(os.Getenv(configv1.EnvCheckpointRequest)), &req); err != nil {
+			log.Error("cannot read the checkpoint request", "variable", configv1.EnvCheckpointRequest, "error", err.Error())
+			return configv1.ExitBusiness
+		}
+		return runner.ChangeCheckpoint(ctx, runner.CheckpointParams{Config: p.Config, Pipeline: p.Pipeline, SpecJSON: p.SpecJSON,
+			Generation: p.Generation, Request: req, RequestedBy: os.Getenv(configv1.EnvCheckpointRequestedBy),
+			LookupEnv: os.LookupEnv, Log: log, LockWait: *lockWait, TerminationLog: p.TerminationLog})
 	}
 	if *forget {
 		if p.ConfigErr != nil {

@@ -150,6 +150,7 @@ func (r *ETLPipelineReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 		r.reconcileTotals,
 		r.reconcilePhase,
 		r.reconcileTotals,
+		r.reconcileCheckpoint,
 		r.reconcileJob,
 		r.reconcileProgress,
 		r.reconcileHistory,
@@ -369,6 +370,9 @@ func (r *ETLPipelineReconciler) reconcilePhase(ctx context.Context, s *pass) (ct
 	st := &s.p.Status
 	if recovered, err := r.recoverEnd(ctx, s); err != nil || recovered {
 		return ctrl.Result{}, err
+	}
+	if st.Phase == etlv1.PhasePaused && checkpointPending(st) {
+		return ctrl.Result{}, nil // no run starts while a checkpoint request is carried out
 	}
 	trigger := pendingTrigger(s.p, s.now)
 	desired := s.p.Spec.DesiredState

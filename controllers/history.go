@@ -24,7 +24,7 @@ func jobsToPrune(jobs []batchv1.Job, current string, keepOK, keepFailed int) []*
 	var ok, failed []*batchv1.Job
 	for i := range jobs {
 		j := &jobs[i]
-		if j.Name == current || isForgetJob(j) || !j.DeletionTimestamp.IsZero() {
+		if j.Name == current || isForgetJob(j) || isCheckpointJob(j) || !j.DeletionTimestamp.IsZero() {
 			continue
 		}
 		switch jobOutcome(j) {

@@ -109,7 +109,7 @@ func TestKustomizations(t *testing.T) {
 	}
 	// One account: each pipeline's runner gets its own from the manager.
 	want := map[string]int{"CustomResourceDefinition": 1, "Namespace": 1, "ServiceAccount": 1, "ClusterRole": 2, "ClusterRoleBinding": 1,
-		"Role": 2, "RoleBinding": 2, "ConfigMap": 1, "Deployment": 1, "ValidatingAdmissionPolicy": 1, "ValidatingAdmissionPolicyBinding": 1}
+		"Role": 2, "RoleBinding": 2, "ConfigMap": 1, "Deployment": 1, "ValidatingAdmissionPolicy": 2, "ValidatingAdmissionPolicyBinding": 2}
 	for k, n := range want {
 		if kinds[k] != n {
 			t.Errorf("config/default has %d %s, want %d", kinds[k], k, n)

@@ -80,6 +80,7 @@ func PipelineChanged() predicate.Predicate {
 			return o.Generation != n.Generation ||
 				o.Annotations[etlv1.AnnotationRunRequestedAt] != n.Annotations[etlv1.AnnotationRunRequestedAt] ||
 				o.Annotations[etlv1.AnnotationReplayRejectsRequestedAt] != n.Annotations[etlv1.AnnotationReplayRejectsRequestedAt] ||
+				o.Annotations[etlv1.AnnotationCheckpointRequest] != n.Annotations[etlv1.AnnotationCheckpointRequest] ||
 				!o.DeletionTimestamp.Equal(n.DeletionTimestamp) ||
 				o.Status.Phase != n.Status.Phase ||
 				runID(o) != runID(n)

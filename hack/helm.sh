@@ -61,6 +61,7 @@ sync() {
   cp "$root/config/crd/bases/etl.sluice.dev_etlpipelines.yaml" "$chart/crds/"
   cp "$root/config/rbac/role.yaml" "$chart/files/manager-role.yaml"
   cp "$root/config/rbac/runner_policy.yaml" "$chart/files/runner-policy.yaml"
+  cp "$root/config/rbac/checkpoint_policy.yaml" "$chart/files/checkpoint-policy.yaml"
   cp "$root/config/prometheus/rules.yaml" "$chart/files/prometheus-rules.yaml"
 }
 

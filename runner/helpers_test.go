@@ -252,6 +252,14 @@ type inProcess struct {
 	termination string
 }
 
+// pipelineOrDefault is the pipeline the runs of r use.
+func (r *inProcess) pipelineOrDefault() state.Pipeline {
+	if r.pipeline.Name == "" {
+		return state.Pipeline{Namespace: "tenant", Name: "items"}
+	}
+	return r.pipeline
+}
+
 func (r *inProcess) run(t *testing.T) Result {
 	t.Helper()
 	if r.rep == nil {

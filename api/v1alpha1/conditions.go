@@ -90,6 +90,14 @@ const (
 	// echoed in status.lastHandledReplayRequest.
 	AnnotationReplayRejectsRequestedAt = "etl.sluice.dev/replay-rejects-requested-at"
 
+	// AnnotationCheckpointRequest asks the manager to reset or set the checkpoint of a
+	// paused pipeline: a CheckpointRequest as JSON, acted on once per id and echoed in
+	// status.checkpointRequest. AnnotationCheckpointRequestedBy names who asks; the
+	// sluice-checkpoint-requests admission policy lets it be only the user the API server
+	// authenticated for the change.
+	AnnotationCheckpointRequest     = "etl.sluice.dev/checkpoint-request"
+	AnnotationCheckpointRequestedBy = "etl.sluice.dev/checkpoint-requested-by"
+
 	// LabelPipelineNamespace and LabelPipelineName tie a runner Job to its pipeline.
 	LabelPipelineNamespace = "etl.sluice.dev/pipeline-namespace"
 	LabelPipelineName      = "etl.sluice.dev/pipeline-name"

@@ -472,6 +472,11 @@ type ETLPipelineStatus struct {
 	// +optional
 	UnresolvedRejects int64 `json:"unresolvedRejects,omitempty"`
 
+	// CheckpointRequest is the last checkpoint request (the checkpoint-request annotation)
+	// and what became of it.
+	// +optional
+	CheckpointRequest *CheckpointRequestStatus `json:"checkpointRequest,omitempty"`
+
 	// RecentRejects are the newest of those rows (at most MaxRecentRejects), for a person's
 	// first look; etl.rejects in the state database lists them all.
 	// +optional
@@ -502,6 +507,66 @@ type ETLPipelineStatus struct {
 
 // MaxRunHistory is how many ended runs status.history keeps.
 const MaxRunHistory = 5
+
+// CheckpointAction is what a checkpoint request does.
+// +kubebuilder:validation:Enum=Reset;Set
+type CheckpointAction string
+
+const (
+	// CheckpointReset forgets the checkpoints: the next run reads the source from the start.
+	CheckpointReset CheckpointAction = "Reset"
+	// CheckpointSet moves an Incremental pipeline's checkpoint to the given values (the
+	// cursor column then the key columns, in Postgres' text form): the next run reads the
+	// rows after them.
+	CheckpointSet CheckpointAction = "Set"
+)
+
+// CheckpointRequest is the value of the checkpoint-request annotation.
+type CheckpointRequest struct {
+	// ID tells one request from the next (any string; kubectl sluice uses a timestamp).
+	ID     string           `json:"id"`
+	Action CheckpointAction `json:"action"`
+	// Values are Set's checkpoint: the cursor column's value, then the key columns'.
+	// +optional
+	Values []string `json:"values,omitempty"`
+}
+
+// CheckpointOutcome is what became of a checkpoint request.
+type CheckpointOutcome string
+
+const (
+	// CheckpointPending means the manager started the Job that carries the request out.
+	CheckpointPending CheckpointOutcome = "Pending"
+	// CheckpointDone means the checkpoint is what the request asked for.
+	CheckpointDone CheckpointOutcome = "Done"
+	// CheckpointRefused means the request was not carried out (the pipeline was not Paused,
+	// or the request is malformed); nothing changed.
+	CheckpointRefused CheckpointOutcome = "Refused"
+	// CheckpointFailed means the Job could not carry it out (values that are not of the
+	// cursor's types, an unreachable state database); nothing changed.
+	CheckpointFailed CheckpointOutcome = "Failed"
+)
+
+// CheckpointRequestStatus is the last checkpoint request and its outcome.
+type CheckpointRequestStatus struct {
+	ID     string           `json:"id"`
+	Action CheckpointAction `json:"action"`
+	// +optional
+	Values []string `json:"values,omitempty"`
+	// RequestedBy is the user the API server authenticated for the request.
+	// +optional
+	RequestedBy string            `json:"requestedBy,omitempty"`
+	Outcome     CheckpointOutcome `json:"outcome"`
+	// Message says why a request was refused or failed, or what it did.
+	// +kubebuilder:validation:MaxLength=2048
+	// +optional
+	Message string `json:"message,omitempty"`
+	// JobName is the Job that carries the request out, in the operator's namespace.
+	// +optional
+	JobName string `json:"jobName,omitempty"`
+	// +optional
+	Time *metav1.Time `json:"time,omitempty"`
+}
 
 // MaxRecentRejects is how many rejects status.recentRejects shows.
 const MaxRecentRejects = 10

@@ -242,3 +242,7 @@ func (r *Reader) FingerprintOf(keys []string) (string, error) {
 	}
 	return string(buf), nil
 }
+
+// OrderTypes returns the SQL types of the order columns (the cursor, then the keys), with
+// their modifiers.
+func (r *Reader) OrderTypes() []string { return append([]string(nil), r.keyset.Types...) }

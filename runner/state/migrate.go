@@ -174,6 +174,9 @@ var migrations = []string{
 			RETURNING 1)
 		SELECT count(*) FROM purged
 	$$`,
+	// 14: checkpoint changes a person asked for (kubectl sluice checkpoint), recorded in the
+	// run log with who asked and the checkpoint they set.
+	`ALTER TABLE etl.etl_runs ADD COLUMN requested_by text, ADD COLUMN checkpoint text[]`,
 }
 
 // Migrate creates or upgrades the `etl` schema. It is idempotent and safe to run from many

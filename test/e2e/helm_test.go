@@ -120,6 +120,8 @@ var _ = Describe("The Helm chart on the local cluster", func() {
 			"clusterrole.rbac.authorization.k8s.io/sluice-helm-metrics-reader",
 			"validatingadmissionpolicy.admissionregistration.k8s.io/sluice-helm-runner-status",
 			"validatingadmissionpolicybinding.admissionregistration.k8s.io/sluice-helm-runner-status",
+			"validatingadmissionpolicy.admissionregistration.k8s.io/sluice-helm-checkpoint-requests",
+			"validatingadmissionpolicybinding.admissionregistration.k8s.io/sluice-helm-checkpoint-requests",
 		))
 
 		By("a pipeline runs to Idle, its Job in the release namespace")

@@ -487,9 +487,22 @@ const (
 	// EnvMemoryLimit is the runner container's memory limit in bytes (the downward API): the
 	// runner keeps its Go heap under 80% of it.
 	EnvMemoryLimit = "SLUICE_MEMORY_LIMIT"
+	// EnvCheckpointRequest is the JSON of the CheckpointRequest a `sluice runner
+	// --checkpoint` Job carries out; EnvCheckpointRequestedBy is the user who asked.
+	EnvCheckpointRequest     = "SLUICE_CHECKPOINT_REQUEST"
+	EnvCheckpointRequestedBy = "SLUICE_CHECKPOINT_REQUESTED_BY"
 	// DefaultConfigPath is where the configuration file is mounted in a runner.
 	DefaultConfigPath = "/etc/sluice/config.yaml"
 )
+
+// CheckpointEnd is the termination message of a `sluice runner --checkpoint` Job: what it did
+// (Outcome Done, with the checkpoint it left: none after a reset) or why it did not (Failed).
+type CheckpointEnd struct {
+	ID      string   `json:"id"`
+	Outcome string   `json:"outcome"`
+	Values  []string `json:"values,omitempty"`
+	Message string   `json:"message,omitempty"`
+}
 
 // RunEnd is the termination message a runner leaves when its run ended well (Idle or Paused):
 // should the runner fail to report the end to the status (the API server down for longer than
