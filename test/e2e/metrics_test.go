@@ -86,7 +86,10 @@ var _ = Describe("Metrics in a real Prometheus", func() {
 		sel := fmt.Sprintf(`{namespace=%q,name="metered"}`, ns)
 		Eventually(value("sluice_pipeline_rows_written_total" + sel)).WithTimeout(30 * time.Second).WithPolling(time.Second).Should(Equal(float64(rows)))
 		Expect(value("sluice_pipeline_rows_read_total" + sel)()).To(Equal(float64(rows)))
-		Expect(value(`sluice_pipeline_runs_total{namespace="` + ns + `",name="metered",outcome="succeeded"}`)()).To(Equal(1.0))
+		// Rows count the run in flight; a run counts once the manager folded it into the
+		// totals, a pass after the runner reported Idle, and the scrape after that shows it.
+		Eventually(value(`sluice_pipeline_runs_total{namespace="` + ns + `",name="metered",outcome="succeeded"}`)).
+			WithTimeout(30 * time.Second).WithPolling(time.Second).Should(Equal(1.0))
 		Expect(value("sluice_pipeline_freshness_seconds"+sel)()).To(BeNumerically("<", 120), "the checkpoint is the newest row, written moments ago")
 		// The runner's series went stale when its pod ended: look back over the run.
 		Expect(value(`sum(max_over_time(sluice_runner_batch_duration_seconds_count`+sel+`[10m]))`)()).To(BeNumerically(">", 0),
