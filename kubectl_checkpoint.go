@@ -16,6 +16,7 @@ import (
 
 	etlv1 "github.com/sluice-dev/sluice/api/v1alpha1"
 	"github.com/sluice-dev/sluice/controllers"
+	"github.com/sluice-dev/sluice/runner/source"
 )
 
 // kubectlCheckpointOptions are the flags of `checkpoint`.
@@ -94,20 +95,14 @@ type kubectlCheckpoint struct {
 	Request   *etlv1.CheckpointRequestStatus `json:"lastRequest,omitempty"`
 }
 
-// kubectlCheckpointColumns are the columns a pipeline's checkpoint is on: the cursor, then the
-// keys.
+// kubectlCheckpointColumns are the columns a pipeline's checkpoint is on, the reader's keyset
+// order: the cursor (Incremental), then the keys.
 func kubectlCheckpointColumns(p *etlv1.ETLPipeline) []string {
 	cur := p.Spec.Source.Cursor
-	cols := []string{}
-	if p.Spec.Mode == etlv1.ModeIncremental && cur.Column != "" {
-		cols = append(cols, cur.Column)
+	if p.Spec.Mode != etlv1.ModeIncremental {
+		return source.Order("", cur.KeyColumns)
 	}
-	for _, k := range cur.KeyColumns {
-		if k != cur.Column || p.Spec.Mode != etlv1.ModeIncremental {
-			cols = append(cols, k)
-		}
-	}
-	return cols
+	return source.Order(cur.Column, cur.KeyColumns)
 }
 
 func (o *kubectlOptions) showCheckpoint(ctx context.Context, name, output string) error {

@@ -26,14 +26,22 @@ func softSource(t *testing.T, db *testDB, n int) {
 // withTarget sets fields of a spec's target.
 func withTarget(t *testing.T, spec string, fields map[string]any) string {
 	t.Helper()
+	return editSpec(t, spec, func(m map[string]any) {
+		target := m["target"].(map[string]any)
+		for k, v := range fields {
+			target[k] = v
+		}
+	})
+}
+
+// editSpec returns a spec snapshot changed by edit, which gets it as decoded JSON.
+func editSpec(t *testing.T, spec string, edit func(map[string]any)) string {
+	t.Helper()
 	var m map[string]any
 	if err := json.Unmarshal([]byte(spec), &m); err != nil {
 		t.Fatal(err)
 	}
-	target := m["target"].(map[string]any)
-	for k, v := range fields {
-		target[k] = v
-	}
+	edit(m)
 	b, err := json.Marshal(m)
 	if err != nil {
 		t.Fatal(err)

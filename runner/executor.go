@@ -259,8 +259,10 @@ type sentBatch struct {
 	src, out *batch.Batch
 	rejects  []rejectedRow
 	br       *batchRejects
-	// gone are the keys a replay found no row for: their rejects are resolved.
-	gone [][]string
+	// gone are the keys a replay found no row for, with their fingerprints: their rejects
+	// are resolved.
+	gone   [][]string
+	goneFP []string
 }
 
 // release hands the reader batch's raw buffer back once the batch is committed.

@@ -138,6 +138,12 @@ func (e *executor) tolerate(added []rejectedRow, read int64, final bool) error {
 func (e *executor) transformRejecting(ctx context.Context, s *session, stages []transform.Stage, b *batch.Batch, obs *metrics.Batch) (*batch.Batch, []rejectedRow, error) {
 	in := b
 	var idx []int // in's rows as rows of b; nil while in is b
+	src := func(i int) int {
+		if idx == nil {
+			return i
+		}
+		return idx[i]
+	}
 	var added []rejectedRow
 	for {
 		out, err := e.transform(ctx, stages, in, obs)
@@ -147,7 +153,7 @@ func (e *executor) transformRejecting(ctx context.Context, s *session, stages []
 			if idx != nil {
 				origin := make([]int, out.Len())
 				for j := range origin {
-					origin[j] = idx[out.Source(j)]
+					origin[j] = src(out.Source(j))
 				}
 				out.Origin = origin
 			}
@@ -155,11 +161,7 @@ func (e *executor) transformRejecting(ctx context.Context, s *session, stages []
 		case !errors.As(err, &rf) || !e.pl.tolerance.tolerates():
 			return nil, nil, err
 		}
-		row := rf.Row
-		if idx != nil {
-			row = idx[row]
-		}
-		r, rerr := e.reject(s, b, row, state.StageTransform, rf.Task, rf.Class, rf.Error())
+		r, rerr := e.reject(s, b, src(rf.Row), state.StageTransform, rf.Task, rf.Class, rf.Error())
 		if rerr != nil {
 			return nil, nil, rerr
 		}
@@ -170,14 +172,8 @@ func (e *executor) transformRejecting(ctx context.Context, s *session, stages []
 		keep := make([]int, 0, in.Len()-1)
 		next := make([]int, 0, in.Len()-1)
 		for i := range in.Len() {
-			if i == rf.Row {
-				continue
-			}
-			keep = append(keep, i)
-			if idx != nil {
-				next = append(next, idx[i])
-			} else {
-				next = append(next, i)
+			if i != rf.Row {
+				keep, next = append(keep, i), append(next, src(i))
 			}
 		}
 		in, idx = in.Select(keep), next
@@ -212,13 +208,7 @@ func (e *executor) refusals(s *session, sb *sentBatch, refused []sink.Refused) (
 	if err := e.resolvedIn(s, sb.src, seen, br); err != nil {
 		return nil, err
 	}
-	for _, k := range sb.gone {
-		fp, err := s.reader.FingerprintOf(k)
-		if err != nil {
-			return nil, err
-		}
-		br.resolved, br.resolvedFP = append(br.resolved, k), append(br.resolvedFP, fp)
-	}
+	br.resolved, br.resolvedFP = append(br.resolved, sb.gone...), append(br.resolvedFP, sb.goneFP...)
 	return br, nil
 }
 

@@ -48,13 +48,14 @@ func (e *executor) replayPage(ctx context.Context, s *session, stages []transfor
 		found[fp] = true
 	}
 	var gone [][]string
+	var goneFP []string
 	for _, k := range keys {
 		fp, err := s.reader.FingerprintOf(k)
 		if err != nil {
 			return err
 		}
 		if !found[fp] {
-			gone = append(gone, k)
+			gone, goneFP = append(gone, k), append(goneFP, fp)
 		}
 	}
 	markDeleted(e.pl.deleteWhen, b)
@@ -69,7 +70,7 @@ func (e *executor) replayPage(ctx context.Context, s *session, stages []transfor
 	}
 	sb := e.sent(b, out, nil, rejects, obs)
 	sb.adv.Batches = 0
-	sb.gone = gone
+	sb.gone, sb.goneFP = gone, goneFP
 	br, err := e.writeRefusing(ctx, s, &sb, nil)
 	if err != nil {
 		return err

@@ -49,13 +49,9 @@ func (r *Reader) ReadKeys(ctx context.Context, keys [][]string) (*batch.Batch, e
 	if len(keys) == 0 {
 		return b, nil
 	}
-	names, types := make([]string, 0, len(r.opts.Keys)), make([]string, 0, len(r.opts.Keys))
-	for _, k := range r.opts.Keys {
-		for i, o := range r.keyset.Order {
-			if o == k {
-				names, types = append(names, k), append(types, r.keyset.Types[i])
-			}
-		}
+	names, types := r.opts.Keys, make([]string, len(r.keys))
+	for k, i := range r.keys {
+		types[k] = r.keyset.Types[i]
 	}
 	args := []any{r.formats}
 	for c := range names {
@@ -158,37 +154,17 @@ func (r *Reader) Key(b *batch.Batch, i int) ([]string, *string, error) {
 // KeyValues returns row i's values of the key columns in Postgres' text form, rendering
 // nothing else.
 func (r *Reader) KeyValues(b *batch.Batch, i int) ([]string, error) {
-	keys := make([]string, 0, len(r.opts.Keys))
-	for _, k := range r.opts.Keys {
-		for j, o := range r.keyset.Order {
-			if o != k {
-				continue
-			}
-			v, err := r.value(b, i, r.order[j])
-			var text string
-			if err == nil {
-				text, err = r.render(j, v)
-			}
-			if err != nil {
-				return nil, fmt.Errorf("render key column %q: %w", k, err)
-			}
-			keys = append(keys, text)
+	keys := make([]string, len(r.keys))
+	for k, j := range r.keys {
+		v, err := r.value(b, i, r.order[j])
+		if err == nil {
+			keys[k], err = r.render(j, v)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("render key column %q: %w", r.opts.Keys[k], err)
 		}
 	}
 	return keys, nil
-}
-
-// keyColumns returns the positions of the key columns in a row.
-func (r *Reader) keyColumns() []int {
-	cols := make([]int, 0, len(r.opts.Keys))
-	for _, k := range r.opts.Keys {
-		for j, o := range r.keyset.Order {
-			if o == k {
-				cols = append(cols, r.order[j])
-			}
-		}
-	}
-	return cols
 }
 
 // KeyFingerprint identifies row i's key by its key columns' values in the wire format the
@@ -196,7 +172,8 @@ func (r *Reader) keyColumns() []int {
 // for it, so it costs a lookup per row to tell whether a batch holds a known key.
 func (r *Reader) KeyFingerprint(b *batch.Batch, i int) (string, error) {
 	var buf []byte
-	for _, j := range r.keyColumns() {
+	for _, k := range r.keys {
+		j := r.order[k]
 		var v []byte
 		if b.Raw != nil {
 			v = b.Raw.Value(i, j)
@@ -215,13 +192,13 @@ func (r *Reader) KeyFingerprint(b *batch.Batch, i int) (string, error) {
 // FingerprintOf is the KeyFingerprint of a key given as its values in Postgres' text form
 // (as RejectedKeys returns them).
 func (r *Reader) FingerprintOf(keys []string) (string, error) {
-	cols := r.keyColumns()
-	if len(keys) != len(cols) {
-		return "", fmt.Errorf("key %v has %d values for %d key columns", keys, len(keys), len(cols))
+	if len(keys) != len(r.keys) {
+		return "", fmt.Errorf("key %v has %d values for %d key columns", keys, len(keys), len(r.keys))
 	}
 	m := r.conn.TypeMap()
 	var buf []byte
-	for c, j := range cols {
+	for c, k := range r.keys {
+		j := r.order[k]
 		oid, format := r.columns[j].Type, r.formats[j]
 		v := []byte(keys[c])
 		if format != pgtype.TextFormatCode {

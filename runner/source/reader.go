@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -41,6 +42,8 @@ type Reader struct {
 	columns []batch.Column
 	// order holds the positions of the Order columns in a row.
 	order []int
+	// keys are the positions of the key columns among the Order columns (opts.Keys' order).
+	keys []int
 	// orderOIDs are their type OIDs, to render checkpoint values in Postgres' text format.
 	orderOIDs []uint32
 	// bound is the run's horizon (Incremental runs), nil until TakeHorizon.
@@ -104,6 +107,9 @@ func Open(ctx context.Context, conn *pgx.Conn, opts Options) (*Reader, error) {
 		}
 	}
 	r.order = idx
+	for _, k := range opts.Keys {
+		r.keys = append(r.keys, slices.Index(order, k))
+	}
 	r.orderOIDs = make([]uint32, len(idx))
 	orderMods := make([]int32, len(idx))
 	for i, j := range idx {
@@ -410,20 +416,15 @@ func (r *Reader) checkNotNull(b *batch.Batch, row int) error {
 
 // describeKey renders a row's key columns for an error message.
 func (r *Reader) describeKey(b *batch.Batch, row int) string {
-	parts := make([]string, 0, len(r.opts.Keys))
-	for _, k := range r.opts.Keys {
-		for i, name := range r.keyset.Order {
-			if name != k {
-				continue
+	parts := make([]string, len(r.keys))
+	for k, i := range r.keys {
+		s := "NULL"
+		if v, err := r.value(b, row, r.order[i]); err == nil && v != nil {
+			if text, err := r.render(i, v); err == nil {
+				s = text
 			}
-			s := "NULL"
-			if v, err := r.value(b, row, r.order[i]); err == nil && v != nil {
-				if text, err := r.render(i, v); err == nil {
-					s = text
-				}
-			}
-			parts = append(parts, keyPair(k, s))
 		}
+		parts[k] = keyPair(r.opts.Keys[k], s)
 	}
 	return strings.Join(parts, ", ")
 }
