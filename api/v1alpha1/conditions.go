@@ -28,6 +28,11 @@ const (
 	// tolerates rejects (spec.errors) or has some: True (reason RowsRejected) with the count
 	// while rows of the pipeline are in etl.etl_rejects, False (reason NoRejects) when none are.
 	ConditionRowsRejected = "RowsRejected"
+	// ConditionReplicationSlotHealthy is written by the runner of a CDC pipeline: True
+	// (reason WALReserved) while the slot's WAL is within max_wal_size, False when it
+	// retains more (WALExtended), is past max_slot_wal_keep_size and about to be
+	// invalidated (WALUnreserved), or was invalidated by the server (SlotLost).
+	ConditionReplicationSlotHealthy = "ReplicationSlotHealthy"
 )
 
 // Condition reasons (PascalCase, stable: tools match on them).
@@ -56,6 +61,9 @@ const (
 	ReasonConnectionNotGranted = "ConnectionNotGranted"
 	// ReasonTargetNotGranted: the pipeline's namespace may not write its target.
 	ReasonTargetNotGranted = "TargetNotGranted"
+	// ReasonTableNotReplicable: a CDC pipeline's source connection may not replicate its
+	// source.table (the connection's replicationTables).
+	ReasonTableNotReplicable = "TableNotReplicable"
 	// ReasonRunUnreported means the run's Job ended (or vanished) without the runner reporting the
 	// end of the run, so the manager closed the run on its behalf.
 	ReasonRunUnreported = "RunUnreported"
@@ -78,6 +86,12 @@ const (
 	// ReasonStreamChanged: the source connection, cursor, keys, target or target connection
 	// changed; the stream started from an empty checkpoint.
 	ReasonStreamChanged = "StreamChanged"
+
+	// Reasons of the ReplicationSlotHealthy condition and of a CDC run's failure.
+	ReasonWALReserved   = "WALReserved"
+	ReasonWALExtended   = "WALExtended"
+	ReasonWALUnreserved = "WALUnreserved"
+	ReasonSlotLost      = "SlotLost"
 )
 
 // Well-known annotations and labels.

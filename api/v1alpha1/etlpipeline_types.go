@@ -20,7 +20,7 @@ const (
 )
 
 // Mode selects how much of the source a run reads.
-// +kubebuilder:validation:Enum=Full;Incremental
+// +kubebuilder:validation:Enum=Full;Incremental;CDC
 type Mode string
 
 const (
@@ -29,6 +29,11 @@ const (
 	ModeFull Mode = "Full"
 	// ModeIncremental reads only rows after the committed checkpoint, which is kept across runs.
 	ModeIncremental Mode = "Incremental"
+	// ModeCDC reads source.table's changes from the source's write-ahead log (logical
+	// replication, pgoutput): the first run copies the table from the snapshot its
+	// replication slot exported, later runs stream inserts, updates and deletes in commit
+	// order from the slot. The checkpoint is a WAL position (LSN).
+	ModeCDC Mode = "CDC"
 )
 
 // ElasticsearchAction is the bulk action used for an Elasticsearch target.
@@ -48,7 +53,12 @@ const (
 // Sluice never writes it.
 //
 // +kubebuilder:validation:XValidation:rule="self.mode != 'Incremental' || has(self.source.cursor.column)",message="source.cursor.column is required when mode is Incremental",fieldPath=".source.cursor.column"
-// +kubebuilder:validation:XValidation:rule="has(self.tasks) || has(self.source.query)",message="one of source.query (legacy mode) or tasks (tasks mode) is required",fieldPath=".source.query"
+// +kubebuilder:validation:XValidation:rule="self.mode == 'CDC' || has(self.tasks) || has(self.source.query)",message="one of source.query (legacy mode) or tasks (tasks mode) is required",fieldPath=".source.query"
+// +kubebuilder:validation:XValidation:rule="self.mode == 'CDC' || !has(self.tasks) || has(self.tasks[0].sql)",message="the first task must be an sql task",fieldPath=".tasks"
+// +kubebuilder:validation:XValidation:rule="self.mode != 'CDC' || has(self.source.table)",message="source.table is required when mode is CDC",fieldPath=".source.table"
+// +kubebuilder:validation:XValidation:rule="self.mode == 'CDC' || (!has(self.source.table) && !has(self.source.columns))",message="source.table and source.columns apply only to CDC mode",fieldPath=".source.table"
+// +kubebuilder:validation:XValidation:rule="self.mode != 'CDC' || (!has(self.source.query) && (!has(self.tasks) || self.tasks.all(t, !has(t.sql))))",message="a CDC pipeline reads source.table: source.query and sql tasks do not apply (python tasks do)",fieldPath=".source.query"
+// +kubebuilder:validation:XValidation:rule="self.mode != 'CDC' || !has(self.source.cursor.column)",message="source.cursor.column does not apply to CDC: the write-ahead log orders the changes; keyColumns name the table's primary key",fieldPath=".source.cursor.column"
 // +kubebuilder:validation:XValidation:rule="!has(self.target.action) || self.target.name.startsWith('es:')",message="target.action applies only to an Elasticsearch target (es:<index>)",fieldPath=".target.action"
 // +kubebuilder:validation:XValidation:rule="self.mode == 'Incremental' || !has(self.source.cursor.lag)",message="source.cursor.lag applies only to Incremental mode: a Full run reads the whole source",fieldPath=".source.cursor.lag"
 // +kubebuilder:validation:XValidation:rule="!has(self.target.deleteWhen) || (!(self.target.deleteWhen.column in self.source.cursor.keyColumns) && (!has(self.source.cursor.column) || self.target.deleteWhen.column != self.source.cursor.column) && (!has(self.target.key) || !(self.target.deleteWhen.column in self.target.key)))",message="target.deleteWhen.column must be a column of its own, not the cursor or a key column",fieldPath=".target.deleteWhen.column"
@@ -69,9 +79,9 @@ type ETLPipelineSpec struct {
 
 	// Tasks is the linear task plan (tasks mode): one `sql` reader, then `python` transforms.
 	// When present it overrides source.query.
+	// A CDC pipeline has python tasks only: its rows come from source.table.
 	// +kubebuilder:validation:MinItems=1
 	// +kubebuilder:validation:MaxItems=16
-	// +kubebuilder:validation:XValidation:rule="has(self[0].sql)",message="the first task must be an sql task"
 	// +kubebuilder:validation:XValidation:rule="self.all(t, !has(t.sql) || t.name == self[0].name)",message="only the first task may be an sql task; later tasks must be python"
 	// +listType=map
 	// +listMapKey=name
@@ -157,7 +167,26 @@ type SourceSpec struct {
 	// +optional
 	Query string `json:"query,omitempty"`
 
-	// Cursor says how the reader's output is ordered and paged.
+	// Table is the table a CDC pipeline replicates, `table` (schema public) or
+	// `schema.table`. It must have a primary key (or a replica identity index) whose
+	// columns are cursor.keyColumns. CDC mode only.
+	// +kubebuilder:validation:MaxLength=127
+	// +kubebuilder:validation:Pattern=`^([a-z_][a-z0-9_]{0,62}\.)?[a-z_][a-z0-9_]{0,62}$`
+	// +optional
+	Table string `json:"table,omitempty"`
+
+	// Columns, when set, are the columns of source.table a CDC pipeline replicates (the
+	// key columns are always among them); by default every column. CDC mode only.
+	// +kubebuilder:validation:MinItems=1
+	// +kubebuilder:validation:MaxItems=1600
+	// +kubebuilder:validation:items:MaxLength=63
+	// +kubebuilder:validation:items:Pattern=`^[A-Za-z_][A-Za-z0-9_]*$`
+	// +listType=set
+	// +optional
+	Columns []string `json:"columns,omitempty"`
+
+	// Cursor says how the reader's output is ordered and paged. A CDC pipeline gives only
+	// keyColumns: the table's primary key.
 	// +required
 	Cursor CursorSpec `json:"cursor"`
 }
@@ -503,6 +532,54 @@ type ETLPipelineStatus struct {
 	// +optional
 	// +kubebuilder:validation:MaxItems=10
 	History []RunSummary `json:"history,omitempty"`
+
+	// Replication is a CDC pipeline's replication slot, as its runner last saw it.
+	// +optional
+	Replication *ReplicationStatus `json:"replication,omitempty"`
+}
+
+// ReplicationPhase is where a CDC pipeline's stream is.
+// +kubebuilder:validation:Enum=Snapshot;Streaming
+type ReplicationPhase string
+
+const (
+	// ReplicationSnapshot means the first run copies the table from the slot's snapshot; the
+	// checkpoint holds the key of the last copied row.
+	ReplicationSnapshot ReplicationPhase = "Snapshot"
+	// ReplicationStreaming means runs apply the slot's changes; the checkpoint is an LSN.
+	ReplicationStreaming ReplicationPhase = "Streaming"
+)
+
+// ReplicationStatus describes a CDC pipeline's replication slot and publication in the
+// source. Its figures are those of the runner's last report: a scheduled pipeline's slot
+// keeps retaining WAL between runs, which the next run reports.
+type ReplicationStatus struct {
+	// Slot is the logical replication slot's name; Publication the publication's.
+	Slot        string `json:"slot"`
+	Publication string `json:"publication"`
+	// Phase is Snapshot (the initial copy) or Streaming.
+	Phase ReplicationPhase `json:"phase"`
+	// ConfirmedLSN is the WAL position whose changes the sink has committed (the
+	// checkpoint); the slot's confirmed position never passes it.
+	// +optional
+	ConfirmedLSN string `json:"confirmedLSN,omitempty"`
+	// RetainedWALBytes is how much WAL the slot holds back in the source
+	// (pg_current_wal_lsn() - restart_lsn): the disk the pipeline costs the source.
+	// +optional
+	RetainedWALBytes int64 `json:"retainedWALBytes,omitempty"`
+	// WALStatus is pg_replication_slots.wal_status: reserved, extended, unreserved or lost.
+	// +optional
+	WALStatus string `json:"walStatus,omitempty"`
+	// LastSourceCommitTime is the source commit time of the last transaction applied.
+	// +optional
+	LastSourceCommitTime *metav1.Time `json:"lastSourceCommitTime,omitempty"`
+	// LagMilliseconds is how far the sink was behind the source at the last report: from
+	// the source commit of the oldest change not yet applied (0 when caught up).
+	// +optional
+	LagMilliseconds int64 `json:"lagMilliseconds,omitempty"`
+	// ObservedTime is when the runner measured these figures.
+	// +optional
+	ObservedTime *metav1.Time `json:"observedTime,omitempty"`
 }
 
 // MaxRunHistory is how many ended runs status.history keeps.

@@ -264,6 +264,12 @@ type PostgresConnection struct {
 	// Grant: the namespaces whose pipelines may use the connection (tenancy.defaultGrant
 	// when it names none).
 	Grant `json:",inline"`
+	// ReplicationTables are the tables (`schema.table`) CDC pipelines may replicate through
+	// the connection: a CDC pipeline creates a replication slot and a publication in the
+	// database, which retain WAL there. When the connection has a grant (an operator shared
+	// by several teams) and lists none, no CDC pipeline may use it; a connection without a
+	// grant and without the list allows any table.
+	ReplicationTables []string `json:"replicationTables,omitempty"`
 }
 
 // ElasticsearchConnection is a named Elasticsearch cluster.
@@ -491,6 +497,10 @@ const (
 	// --checkpoint` Job carries out; EnvCheckpointRequestedBy is the user who asked.
 	EnvCheckpointRequest     = "SLUICE_CHECKPOINT_REQUEST"
 	EnvCheckpointRequestedBy = "SLUICE_CHECKPOINT_REQUESTED_BY"
+	// EnvSourceConnection names the source connection of a deleted CDC pipeline to its
+	// `sluice runner --forget` Job, which drops the pipeline's replication slot and
+	// publication there (its DSN is in PostgresDSNEnv of that name).
+	EnvSourceConnection = "SLUICE_SOURCE_CONNECTION"
 	// DefaultConfigPath is where the configuration file is mounted in a runner.
 	DefaultConfigPath = "/etc/sluice/config.yaml"
 )
