@@ -247,6 +247,7 @@ func (e *executor) committed(pos []string, adv state.Advance, obs metrics.Batch,
 	}
 	e.after = pos
 	e.checkpointTime = time.Now()
+	e.cdcCommitted(pos)
 	e.rowsRead += adv.RowsRead
 	e.rowsWritten += adv.RowsWritten
 	e.rowsDeleted += adv.RowsDeleted

@@ -59,7 +59,8 @@ func (e *executor) progressNow() status.Progress {
 	return status.Progress{RowsRead: e.rowsRead, RowsWritten: e.rowsWritten, Batches: e.batches,
 		RowsDeleted: e.rowsDeleted, RowsSwept: e.rowsSwept,
 		RowsRejected: e.rowsRejected, RejectsReplayed: e.rejectsReplayed,
-		Checkpoint: e.after, CheckpointTime: e.checkpointTime, Conditions: e.conditions, Cleared: e.cleared}
+		Checkpoint: e.after, CheckpointTime: e.checkpointTime, Conditions: e.conditions, Cleared: e.cleared,
+		Replication: e.replicationStatus()}
 }
 
 func (e *executor) progress(ctx context.Context, s *session) {

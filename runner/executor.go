@@ -231,6 +231,8 @@ type executor struct {
 	pending state.Advance
 	// horizon is the run's read horizon (Incremental), taken by the first session.
 	horizon *source.Horizon
+	// cdc is a CDC run's state across sessions (cdc.go); nil in the other modes.
+	cdc *cdcRun
 	// conditions are the runner's conditions, reported with every progress and the end;
 	// cleared, the types it removes.
 	conditions []metav1.Condition
@@ -317,6 +319,14 @@ func (e *executor) run(ctx context.Context) Result {
 	return e.loop(ctx, stages)
 }
 
+// next moves one batch, as the pipeline's mode reads.
+func (e *executor) next(ctx context.Context, s *session, stages []transform.Stage) (bool, error) {
+	if e.pl.cdc != nil {
+		return e.cdcStep(ctx, s, stages)
+	}
+	return e.step(ctx, s, stages)
+}
+
 // claimStatus claims the run in the pipeline's status, retrying API errors a few times.
 func (e *executor) claimStatus(ctx context.Context) (status.Claim, error) {
 	policy := retryPolicy{attempts: defaultRetryAttempts, initial: defaultInitialBackoff}
@@ -343,6 +353,9 @@ func (e *executor) loop(ctx context.Context, stages []transform.Stage) Result {
 		e.stopPrefetch()
 		sess.close()
 		sess = nil
+		if e.cdc != nil {
+			e.cdc.stream = nil
+		}
 	}
 	defer func() { discard() }()
 	retries := 0
@@ -367,7 +380,7 @@ func (e *executor) loop(ctx context.Context, stages []transform.Stage) Result {
 		}
 		if err == nil {
 			var done bool
-			if done, err = e.step(ctx, sess, stages); err == nil && done {
+			if done, err = e.next(ctx, sess, stages); err == nil && done {
 				err = e.complete(ctx, sess)
 				if err == nil {
 					return e.finished(ctx)

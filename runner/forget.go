@@ -11,6 +11,7 @@ import (
 	etlv1 "github.com/sluice-dev/sluice/api/v1alpha1"
 	"github.com/sluice-dev/sluice/runner/failure"
 	"github.com/sluice-dev/sluice/runner/sink/postgres"
+	"github.com/sluice-dev/sluice/runner/source/cdc"
 	"github.com/sluice-dev/sluice/runner/state"
 )
 
@@ -73,6 +74,11 @@ func forget(ctx context.Context, p ForgetParams) (int64, error) {
 	if err := store.Lock(ctx, wait, nil); err != nil {
 		return 0, err
 	}
+	// The replication slots first: their records go with the state only once they are
+	// dropped, so that a Job that failed half-way drops them on its retry.
+	if err := forgetSlots(ctx, p, store); err != nil {
+		return 0, err
+	}
 	n, err := store.Forget(ctx)
 	if err != nil {
 		return n, err
@@ -80,4 +86,46 @@ func forget(ctx context.Context, p ForgetParams) (int64, error) {
 	// An unfinished Mirror run's side table, when the sink is the state database. The Job
 	// has no credentials of another sink database: a side table there stays (docs/deletes.md).
 	return n, postgres.ForgetMirror(ctx, conn, mirrorID(p.Pipeline))
+}
+
+// forgetSlots drops the replication slots and publications a deleted CDC pipeline created
+// in its sources. The Job has the DSN of the pipeline's source connection; a slot in a
+// connection it has no DSN for is logged and left (docs/cdc.md).
+func forgetSlots(ctx context.Context, p ForgetParams, store *state.Store) error {
+	recs, err := store.Slots(ctx)
+	if err != nil {
+		return err
+	}
+	log := p.Log
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	for _, r := range recs {
+		if r.UID != p.Pipeline.UID {
+			continue // a pipeline created again under the name owns its slots
+		}
+		dsn, ok := p.LookupEnv(configv1.PostgresDSNEnv(r.Connection))
+		if !ok || dsn == "" {
+			log.Warn("the replication slot of the deleted pipeline stays: no DSN of its connection",
+				"slot", r.Slot, "connection", r.Connection)
+			continue
+		}
+		repl, err := cdc.ConnectReplication(ctx, dsn, appName(p.Pipeline))
+		if err != nil {
+			return err
+		}
+		err = cdc.DropSlot(ctx, repl, r.Slot)
+		if err == nil {
+			err = cdc.DropPublication(ctx, repl, r.Publication)
+		}
+		_ = repl.Close(context.WithoutCancel(ctx))
+		if err != nil {
+			return err
+		}
+		if err := store.ForgetSlot(ctx, r.Connection, r.Slot); err != nil {
+			return err
+		}
+		log.Info("replication slot of the deleted pipeline dropped", "slot", r.Slot, "publication", r.Publication)
+	}
+	return nil
 }

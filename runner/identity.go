@@ -18,13 +18,22 @@ import (
 
 // streamFingerprint returns the fingerprint of a spec's stream.
 func streamFingerprint(spec *etlv1.ETLPipelineSpec) string {
+	// A CDC stream is also its table; empty, the fields leave other modes' fingerprints as
+	// they were.
+	var mode etlv1.Mode
+	var table string
+	if spec.Mode == etlv1.ModeCDC {
+		mode, table = spec.Mode, spec.Source.Table
+	}
 	return fingerprint(struct {
 		Source, Cursor   string
 		Keys             []string
 		Target, SinkConn string
 		SinkKey          []string
+		Mode             etlv1.Mode `json:",omitempty"`
+		Table            string     `json:",omitempty"`
 	}{spec.Source.Connection, spec.Source.Cursor.Column, spec.Source.Cursor.KeyColumns,
-		spec.Target.Name, spec.Target.Connection, spec.SinkKey()})
+		spec.Target.Name, spec.Target.Connection, spec.SinkKey(), mode, table})
 }
 
 // fullFingerprint returns the fingerprint of a Full run's output: the stream, the reader and

@@ -63,6 +63,8 @@ type plan struct {
 	dsns map[string]string
 	// shared is true when the sink is the state database: rows and checkpoint commit together.
 	shared bool
+	// cdc is what a CDC run streams (cdc.go); nil in the other modes.
+	cdc *cdcPlan
 	// cfg and lookupEnv let a sink opener resolve connections of its own kind (Elasticsearch
 	// URLs and credentials).
 	cfg       *configv1.OperatorConfig
@@ -98,14 +100,18 @@ func makePlan(cfg *configv1.OperatorConfig, specJSON, generation string, lookupE
 			bad("source.cursor.column is required in Incremental mode")
 		}
 	case etlv1.ModeFull:
+	case etlv1.ModeCDC:
+		planCDC(p, bad)
 	default:
-		bad("mode %q: want Full or Incremental", spec.Mode)
+		bad("mode %q: want Full, Incremental or CDC", spec.Mode)
 	}
 	if len(p.keys) == 0 {
 		bad("source.cursor.keyColumns is empty")
 	}
 	p.order = source.Order(p.cursor, p.keys)
-	p.query = spec.ReaderSQL()
+	if p.mode != etlv1.ModeCDC {
+		p.query = spec.ReaderSQL()
+	}
 	if strings.TrimSpace(p.query) == "" {
 		bad("no reader query: set source.query or an sql first task")
 	}
@@ -210,6 +216,13 @@ func makePlan(cfg *configv1.OperatorConfig, specJSON, generation string, lookupE
 		}
 		p.dsns[n.name] = dsn
 	}
+	if p.cdc != nil {
+		if c := cfg.PostgresConnection(p.sourceConn); c != nil {
+			if why := c.ReplicationRefusal(p.cdc.table); why != "" {
+				bad("%s", why)
+			}
+		}
+	}
 	p.shared = target.Kind == etlv1.SinkPostgres && p.sinkConn == p.stateConn
 	if len(errs) > 0 {
 		return nil, failure.Business(fmt.Errorf("invalid run: %w", errors.Join(errs...)))
@@ -241,6 +254,8 @@ func retryFromSpec(r etlv1.RetrySpec) retryPolicy {
 // changed (state.Store.Claim), so a resume compares no generation: pausing bumps it.
 func startPosition(pl *plan, runID string, trigger etlv1.RunTrigger, c state.Claim) (after []string, note string) {
 	switch pl.mode {
+	case etlv1.ModeCDC:
+		return cdcStartPosition(pl, c)
 	case etlv1.ModeIncremental:
 		if c.Incremental == nil {
 			return nil, "no checkpoint: reading from the start"

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	etlv1 "github.com/sluice-dev/sluice/api/v1alpha1"
 	"github.com/sluice-dev/sluice/runner/batch"
@@ -15,6 +16,7 @@ import (
 	"github.com/sluice-dev/sluice/runner/metrics"
 	"github.com/sluice-dev/sluice/runner/sink"
 	"github.com/sluice-dev/sluice/runner/source"
+	"github.com/sluice-dev/sluice/runner/source/cdc"
 	"github.com/sluice-dev/sluice/runner/state"
 	"github.com/sluice-dev/sluice/runner/status"
 )
@@ -41,6 +43,11 @@ type session struct {
 	readTook time.Duration
 	// metrics are the run's, for the sinks that report to them (nil: none).
 	metrics *metrics.Metrics
+	// repl is a CDC run's replication connection, stream its stream once the copy is done;
+	// copying is set while the session copies the table (cdc.go).
+	repl    *pgconn.PgConn
+	stream  *cdc.Stream
+	copying bool
 }
 
 // read returns a page, raw when the session moves batches undecoded.
@@ -61,6 +68,11 @@ func (s *session) close() {
 	defer cancel()
 	if s.sink != nil {
 		_ = s.sink.Close(ctx)
+	}
+	if s.stream != nil {
+		s.stream.Close(ctx)
+	} else if s.repl != nil {
+		_ = s.repl.Close(ctx)
 	}
 	for _, c := range []*pgx.Conn{s.src, s.sinkConn, s.state} {
 		if c != nil {
@@ -144,6 +156,11 @@ func (e *executor) open(ctx context.Context) (_ *session, err error) {
 	}
 	e.pids = append(e.pids, s.state.PgConn().PID())
 
+	if pl.cdc != nil {
+		if err = e.preflightCDC(ctx, s); err != nil {
+			return nil, err
+		}
+	}
 	if s.reader, err = source.Open(ctx, s.src, source.Options{
 		Query: pl.query, Cursor: pl.cursor, Keys: pl.keys, BatchSize: pl.batchSize, MaxBytes: pl.maxBytes,
 	}); err != nil {
@@ -201,6 +218,11 @@ func (e *executor) open(ctx context.Context) (_ *session, err error) {
 	}
 	var note string
 	e.after, note = startPosition(pl, e.p.RunID, e.trigger, c)
+	if pl.cdc != nil {
+		if err = e.openCDC(ctx, s); err != nil {
+			return nil, err
+		}
+	}
 	if err = e.beginMirror(ctx, s); err != nil {
 		return nil, err
 	}

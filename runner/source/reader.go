@@ -32,6 +32,9 @@ type Options struct {
 	// MaxBytes bounds a page's size in bytes as well (0: rows only): a table of wide rows
 	// gets pages of fewer rows instead of a runner out of memory (bytes.go).
 	MaxBytes int64
+	// Snapshot, when set, is an exported snapshot every page reads from (a CDC pipeline's
+	// initial copy reads the snapshot its replication slot exported).
+	Snapshot string
 }
 
 // Reader pages through the reader query's output in keyset order.
@@ -161,6 +164,9 @@ func typeNames(ctx context.Context, conn *pgx.Conn, oids []uint32, mods []int32)
 	return names, nil
 }
 
+// UseSnapshot makes every later page read from an exported snapshot (Options.Snapshot).
+func (r *Reader) UseSnapshot(id string) { r.opts.Snapshot = id }
+
 // Columns returns the reader's output columns.
 func (r *Reader) Columns() []batch.Column { return r.columns }
 
@@ -195,7 +201,7 @@ func (r *Reader) read(ctx context.Context, after []string, raw bool) (*batch.Bat
 			len(after), len(r.keyset.Order), strings.Join(r.keyset.Order, ", ")))
 	}
 	var lookahead bool
-	err := readOnly(ctx, r.conn, func(tx pgx.Tx) error {
+	err := r.readOnly(ctx, func(tx pgx.Tx) error {
 		limit := r.pageLimit()
 		var f fetched
 		if r.opts.MaxBytes > 0 && r.widest == 0 && r.opts.BatchSize > probeRows {
@@ -349,9 +355,28 @@ func (r *Reader) sameOrder(b *batch.Batch, i, j int) bool {
 // read-write once a query ran in it. So the reader query can never write, nor call the state
 // functions (etl.advance) of any pipeline, whatever it does.
 func readOnly(ctx context.Context, conn *pgx.Conn, fn func(pgx.Tx) error) error {
-	tx, err := conn.BeginTx(ctx, pgx.TxOptions{AccessMode: pgx.ReadOnly})
+	return readOnlyIn(ctx, conn, "", fn)
+}
+
+// readOnly is the reader's readOnly: in its snapshot, when it has one.
+func (r *Reader) readOnly(ctx context.Context, fn func(pgx.Tx) error) error {
+	return readOnlyIn(ctx, r.conn, r.opts.Snapshot, fn)
+}
+
+func readOnlyIn(ctx context.Context, conn *pgx.Conn, snapshot string, fn func(pgx.Tx) error) error {
+	opts := pgx.TxOptions{AccessMode: pgx.ReadOnly}
+	if snapshot != "" {
+		opts.IsoLevel = pgx.RepeatableRead
+	}
+	tx, err := conn.BeginTx(ctx, opts)
 	if err != nil {
 		return err
+	}
+	if snapshot != "" {
+		if _, err := tx.Exec(ctx, "SET TRANSACTION SNAPSHOT '"+strings.ReplaceAll(snapshot, "'", "''")+"'"); err != nil {
+			_ = tx.Rollback(ctx)
+			return fmt.Errorf("read from snapshot %s: %w", snapshot, err)
+		}
 	}
 	if err := fn(tx); err != nil {
 		_ = tx.Rollback(ctx)
@@ -486,7 +511,7 @@ func (r *Reader) FindNull(ctx context.Context) (string, bool, error) {
 	}
 	vals := make([]*string, len(r.opts.Keys))
 	found := false
-	err := readOnly(ctx, r.conn, func(tx pgx.Tx) error {
+	err := r.readOnly(ctx, func(tx pgx.Tx) error {
 		rows, err := tx.Query(ctx, NullSQL(r.opts.Query, nullable, r.opts.Keys, infinite))
 		if err != nil {
 			return err

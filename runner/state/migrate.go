@@ -177,6 +177,18 @@ var migrations = []string{
 	// 14: checkpoint changes a person asked for (kubectl sluice checkpoint), recorded in the
 	// run log with who asked and the checkpoint they set.
 	`ALTER TABLE etl.etl_runs ADD COLUMN requested_by text, ADD COLUMN checkpoint text[]`,
+	// 15: the replication slots and publications CDC pipelines created in their sources,
+	// so that a deleted pipeline, or one whose stream changed, has them dropped.
+	`CREATE TABLE etl.etl_slots (
+		namespace    text        NOT NULL,
+		name         text        NOT NULL,
+		pipeline_uid text        NOT NULL,
+		connection   text        NOT NULL,
+		slot         text        NOT NULL,
+		publication  text        NOT NULL,
+		created_at   timestamptz NOT NULL DEFAULT now(),
+		PRIMARY KEY (connection, slot)
+	)`,
 }
 
 // Migrate creates or upgrades the `etl` schema. It is idempotent and safe to run from many

@@ -2,6 +2,7 @@ package status
 
 import (
 	"fmt"
+	"k8s.io/apimachinery/pkg/api/equality"
 	"slices"
 	"time"
 	"unicode/utf8"
@@ -99,6 +100,10 @@ func applyProgress(st *etlv1.ETLPipelineStatus, p Progress, redact bool) bool {
 		redact && movedAt(st.Checkpoint, p.CheckpointTime)) {
 		t := metav1.NewTime(p.CheckpointTime)
 		st.Checkpoint = &etlv1.CheckpointStatus{Values: slices.Clone(p.Checkpoint), Time: &t}
+		changed = true
+	}
+	if p.Replication != nil && !equality.Semantic.DeepEqual(st.Replication, p.Replication) {
+		st.Replication = p.Replication.DeepCopy()
 		changed = true
 	}
 	return changed

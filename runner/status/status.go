@@ -65,6 +65,8 @@ type Progress struct {
 	// Cleared are condition types the runner removes: a CheckpointReset of an earlier run
 	// is history once a run continued the checkpoint.
 	Cleared []string
+	// Replication is a CDC run's slot, as last inspected (nil: unchanged).
+	Replication *etlv1.ReplicationStatus
 }
 
 // End is the end of a run.

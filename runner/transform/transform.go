@@ -75,8 +75,8 @@ type Options struct {
 func Build(ctx context.Context, spec *etlv1.ETLPipelineSpec, opts Options) ([]Stage, error) {
 	var tasks []python.Task
 	for i, t := range spec.Tasks {
-		if i == 0 {
-			continue // the SQL reader
+		if i == 0 && t.SQL != "" {
+			continue // the SQL reader (a CDC pipeline has none: its rows come from its table)
 		}
 		if t.Python == "" {
 			return nil, failure.Business(fmt.Errorf("task %q: only the first task may be an sql task", t.Name))

@@ -1,0 +1,304 @@
+package runner
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"math/rand/v2"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5"
+
+	configv1 "github.com/sluice-dev/sluice/api/config/v1alpha1"
+	etlv1 "github.com/sluice-dev/sluice/api/v1alpha1"
+	"github.com/sluice-dev/sluice/runner/source/cdc"
+	"github.com/sluice-dev/sluice/runner/state"
+)
+
+// cdcSpec is the spec of a CDC pipeline on table src; bounded gives it a schedule (a run
+// ends at the WAL position current at its start).
+func cdcSpec(t *testing.T, target, targetConn string, batch int32, bounded bool, edit func(map[string]any)) string {
+	t.Helper()
+	spec := map[string]any{
+		"mode": etlv1.ModeCDC,
+		"source": map[string]any{
+			"connection": "main", "table": "src",
+			"cursor": map[string]any{"keyColumns": []string{"id"}},
+		},
+		"target":    map[string]any{"name": target, "connection": targetConn},
+		"batchSize": batch,
+		"retry":     map[string]any{"attempts": 3, "initialBackoff": "10ms"},
+	}
+	if bounded {
+		spec["schedule"] = "@every 1h"
+	}
+	if edit != nil {
+		edit(spec)
+	}
+	b, err := json.Marshal(spec)
+	if err != nil {
+		t.Fatalf("marshal spec: %v", err)
+	}
+	return string(b)
+}
+
+// dropSlotsAtCleanup drops the test database's replication slots before the database goes
+// (a database with a slot cannot be dropped).
+func dropSlotsAtCleanup(t *testing.T, db *testDB) {
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		for range 50 {
+			_, err := db.conn.Exec(ctx, `SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots
+				WHERE database = current_database() AND NOT active`)
+			var left int64
+			if err == nil {
+				_ = db.conn.QueryRow(ctx, `SELECT count(*) FROM pg_replication_slots WHERE database = current_database()`).Scan(&left)
+				if left == 0 {
+					return
+				}
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	})
+}
+
+// slotOf returns the pipeline's slot as the source shows it.
+func slotOf(t *testing.T, db *testDB, cfg *configv1.OperatorConfig, env map[string]string, p state.Pipeline, spec string) (string, cdc.Slot) {
+	t.Helper()
+	pl, err := makePlan(cfg, spec, "1", func(k string) (string, bool) { v, ok := env[k]; return v, ok })
+	if err != nil {
+		t.Fatalf("plan: %v", err)
+	}
+	slot, _ := cdc.Names(p.Namespace, p.Name, p.UID, pl.stream)
+	info, err := cdc.InspectSlot(context.Background(), db.conn, slot)
+	if err != nil {
+		t.Fatalf("inspect slot: %v", err)
+	}
+	return slot, info
+}
+
+// checkpointLSNOf reads the pipeline's committed checkpoint as an LSN (0: none, or a copy).
+func checkpointLSNOf(t *testing.T, db *testDB, p state.Pipeline) pglogrepl.LSN {
+	t.Helper()
+	var cols, vals []string
+	err := db.conn.QueryRow(context.Background(), `SELECT coalesce(incremental_columns, '{}'), coalesce(incremental_checkpoint, '{}')
+		FROM etl.etl_state WHERE namespace = $1 AND name = $2`, p.Namespace, p.Name).Scan(&cols, &vals)
+	if err != nil {
+		return 0
+	}
+	if len(cols) == 1 && cols[0] == lsnColumn {
+		lsn, _ := pglogrepl.ParseLSN(vals[0])
+		return lsn
+	}
+	return 0
+}
+
+func TestCDCCopiesThenStreamsInsertsUpdatesAndDeletes(t *testing.T) {
+	for _, tp := range topologies {
+		t.Run(tp.name, func(t *testing.T) {
+			main, dst := dbsFor(t, tp)
+			dropSlotsAtCleanup(t, main)
+			createSource(t, main, 2345)
+			createTarget(t, dst, "items")
+			spec := cdcSpec(t, "analytics.items", dst.name, 500, true, nil)
+			r := &inProcess{cfg: testConfig(main, dst), env: envOf(main, dst), spec: spec,
+				pipeline: state.Pipeline{Namespace: "tenant", Name: "items", UID: "uid-1"}}
+
+			res := r.run(t)
+			requireOutcome(t, res, OutcomeIdle, configv1.ExitOK)
+			if res.RowsRead != 2345 {
+				t.Fatalf("the copy read %d rows, want 2345", res.RowsRead)
+			}
+			sinkMatchesSource(t, main, dst, "items")
+
+			// Changes after the copy: inserts, updates (one changes a key), deletes, and a
+			// transaction that inserts and deletes the same row.
+			main.exec(t, `INSERT INTO src SELECT g, now(), 'new ' || g, g, '{}' FROM generate_series(3000, 3099) g`)
+			main.exec(t, `UPDATE src SET name = 'changed', amount = amount + 1 WHERE id % 7 = 0`)
+			main.exec(t, `DELETE FROM src WHERE id % 11 = 0`)
+			main.exec(t, `UPDATE src SET id = 100000 WHERE id = 1`)
+			main.exec(t, `BEGIN; INSERT INTO src VALUES (5000, now(), 'gone', 1, '{}'); DELETE FROM src WHERE id = 5000; COMMIT`)
+			r.runID, r.rep = "run-2", nil
+			res = r.run(t)
+			requireOutcome(t, res, OutcomeIdle, configv1.ExitOK)
+			sinkMatchesSource(t, main, dst, "items")
+			if res.RowsRead == 0 || res.RowsRead >= 2345 {
+				t.Fatalf("the second run read %d changes, want the changes only", res.RowsRead)
+			}
+			end := r.rep.lastEnd(t)
+			if end.Replication == nil || end.Replication.Phase != etlv1.ReplicationStreaming || end.Replication.ConfirmedLSN == "" {
+				t.Fatalf("end report's replication %+v, want Streaming with a confirmed LSN", end.Replication)
+			}
+			// The slot is told only what the sink committed.
+			slot, info := slotOf(t, main, r.cfg, r.env, r.pipeline, spec)
+			if cp := checkpointLSNOf(t, main, r.pipeline); !info.Exists || info.Confirmed > cp || cp == 0 {
+				t.Fatalf("slot %s %+v: confirmed %s, checkpoint %s", slot, info, info.Confirmed, cp)
+			}
+
+			// Nothing new: a run reads nothing.
+			r.runID, r.rep = "run-3", nil
+			res = r.run(t)
+			requireOutcome(t, res, OutcomeIdle, configv1.ExitOK)
+			if res.RowsRead != 0 {
+				t.Fatalf("a run without changes read %d", res.RowsRead)
+			}
+		})
+	}
+}
+
+func TestCDCRefusesWhatItCannotStream(t *testing.T) {
+	main := newTestDB(t, "main")
+	dropSlotsAtCleanup(t, main)
+	main.exec(t, `CREATE TABLE src (id bigint, name text)`)
+	createTarget(t, main, "items")
+	r := &inProcess{cfg: testConfig(main), env: envOf(main), spec: cdcSpec(t, "analytics.items", "", 100, true, nil),
+		pipeline: state.Pipeline{Namespace: "tenant", Name: "items", UID: "uid-1"}}
+	res := r.run(t)
+	requireOutcome(t, res, OutcomeFailed, configv1.ExitBusiness)
+	if !strings.Contains(res.Message, "has no primary key") {
+		t.Fatalf("message %q does not say the table lacks a primary key", res.Message)
+	}
+	if n := main.queryInt(t, `SELECT count(*) FROM pg_replication_slots WHERE database = current_database()`); n != 0 {
+		t.Fatalf("a refused pipeline left %d slots", n)
+	}
+
+	// A role without REPLICATION.
+	main.exec(t, `ALTER TABLE src ADD PRIMARY KEY (id)`)
+	role := fmt.Sprintf("noreplication_%d", time.Now().UnixNano())
+	main.exec(t, `CREATE ROLE `+role+` LOGIN PASSWORD 'pw'`)
+	t.Cleanup(func() { _, _ = main.conn.Exec(context.Background(), `DROP OWNED BY `+role+`; DROP ROLE `+role) })
+	main.exec(t, `GRANT SELECT ON src TO `+role)
+	dsn := strings.Replace(main.dsn, "postgres@", role+":pw@", 1)
+	r.env = map[string]string{configv1.PostgresDSNEnv("main"): main.dsn}
+	r.cfg = testConfig(main, &testDB{name: "limited", dsn: dsn})
+	r.env[configv1.PostgresDSNEnv("limited")] = dsn
+	r.spec = cdcSpec(t, "analytics.items", "main", 100, true, func(s map[string]any) {
+		s["source"].(map[string]any)["connection"] = "limited"
+	})
+	r.runID, r.rep = "run-2", nil
+	res = r.run(t)
+	requireOutcome(t, res, OutcomeFailed, configv1.ExitBusiness)
+	for _, want := range []string{"may not replicate", "does not own table public.src"} {
+		if !strings.Contains(res.Message, want) {
+			t.Fatalf("message %q does not say %q", res.Message, want)
+		}
+	}
+
+	// TRUNCATE is not applied: the run fails naming the table, after what came before it.
+	r.cfg, r.env, r.runID, r.rep = testConfig(main), envOf(main), "run-3", nil
+	r.spec = cdcSpec(t, "analytics.items", "", 100, true, nil)
+	main.exec(t, `INSERT INTO src VALUES (1, 'a'), (2, 'b')`)
+	r.cfg.AllowedTargets.PostgresTables = append(r.cfg.AllowedTargets.PostgresTables, "analytics.items")
+	main.exec(t, `DROP TABLE analytics.items; CREATE TABLE analytics.items (id bigint PRIMARY KEY, name text)`)
+	requireOutcome(t, r.run(t), OutcomeIdle, configv1.ExitOK)
+	main.exec(t, `INSERT INTO src VALUES (3, 'c')`)
+	main.exec(t, `TRUNCATE src`)
+	r.runID, r.rep = "run-4", nil
+	res = r.run(t)
+	requireOutcome(t, res, OutcomeFailed, configv1.ExitBusiness)
+	if !strings.Contains(res.Message, "public.src was truncated") {
+		t.Fatalf("message %q does not name the truncate", res.Message)
+	}
+	if n := main.queryInt(t, `SELECT count(*) FROM analytics.items`); n != 3 {
+		t.Fatalf("the sink holds %d rows, want the 3 committed before the truncate", n)
+	}
+}
+
+// cdcWriters runs writers that insert, update (some of them the key) and delete rows of src
+// in transactions of several statements, some of them held open, until ctx ends. It returns
+// the number of transactions committed once they have stopped.
+func cdcWriters(ctx context.Context, t *testing.T, db *testDB, writers int) func() int64 {
+	t.Helper()
+	var wg sync.WaitGroup
+	var committed atomic.Int64
+	for w := range writers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			conn, err := pgx.Connect(context.Background(), db.dsn)
+			if err != nil {
+				t.Errorf("writer %d: %v", w, err)
+				return
+			}
+			defer func() { _ = conn.Close(context.Background()) }()
+			rng := rand.New(rand.NewPCG(uint64(w), uint64(time.Now().UnixNano())))
+			for n := 0; ctx.Err() == nil; n++ {
+				tx, err := conn.Begin(context.Background())
+				if err != nil {
+					t.Errorf("writer %d: %v", w, err)
+					return
+				}
+				for range 1 + rng.IntN(20) {
+					id := 1 + rng.IntN(6000)
+					var stmt string
+					switch rng.IntN(5) {
+					case 0, 1:
+						stmt = `UPDATE src SET name = 'w' || $1::text, amount = amount + 1, updated_at = now() WHERE id = $1`
+					case 2:
+						stmt = `INSERT INTO src VALUES ($1, now(), 'ins', 1, '{}') ON CONFLICT (id) DO UPDATE SET name = 'reins'`
+					case 3:
+						stmt = `DELETE FROM src WHERE id = $1`
+					default:
+						stmt = `UPDATE src SET id = id + 6000 WHERE id = $1 AND NOT EXISTS (SELECT 1 FROM src WHERE id = $1 + 6000)`
+					}
+					if _, err := tx.Exec(context.Background(), stmt, id); err != nil {
+						t.Errorf("writer %d: %v", w, err)
+						_ = tx.Rollback(context.Background())
+						return
+					}
+				}
+				if n%7 == 0 { // a transaction held open while others commit around it
+					time.Sleep(time.Duration(50+rng.IntN(400)) * time.Millisecond)
+				}
+				if err := tx.Commit(context.Background()); err != nil {
+					continue // a deadlock or a serialization failure: the writer goes on
+				}
+				committed.Add(1)
+			}
+		}()
+	}
+	return func() int64 { wg.Wait(); return committed.Load() }
+}
+
+func TestCDCConvergesUnderConcurrentWriters(t *testing.T) {
+	for _, tp := range topologies {
+		t.Run(tp.name, func(t *testing.T) {
+			main, dst := dbsFor(t, tp)
+			dropSlotsAtCleanup(t, main)
+			createSource(t, main, 5000)
+			createTarget(t, dst, "items")
+			spec := cdcSpec(t, "analytics.items", dst.name, 200, true, nil)
+			r := &inProcess{cfg: testConfig(main, dst), env: envOf(main, dst), spec: spec,
+				pipeline: state.Pipeline{Namespace: "tenant", Name: "items", UID: "uid-1"}}
+			ctx, stop := context.WithTimeout(context.Background(), 8*time.Second)
+			defer stop()
+			wait := cdcWriters(ctx, t, main, 4)
+			// Runs one after another while the writers write: the first copies the table
+			// under them, the later ones stream.
+			runs := 0
+			for ctx.Err() == nil {
+				r.runID, r.rep = fmt.Sprintf("run-%d", runs), nil
+				requireOutcome(t, r.run(t), OutcomeIdle, configv1.ExitOK)
+				runs++
+				_, info := slotOf(t, main, r.cfg, r.env, r.pipeline, spec)
+				if cp := checkpointLSNOf(t, main, r.pipeline); info.Confirmed > cp && cp != 0 {
+					t.Fatalf("the slot confirmed %s, past the committed checkpoint %s", info.Confirmed, cp)
+				}
+			}
+			txns := wait()
+			r.runID, r.rep = "run-final", nil
+			requireOutcome(t, r.run(t), OutcomeIdle, configv1.ExitOK)
+			t.Logf("%d runs under %d writer transactions", runs, txns)
+			if txns < 50 || runs < 2 {
+				t.Fatalf("only %d transactions and %d runs: the test exercised too little", txns, runs)
+			}
+			sinkMatchesSource(t, main, dst, "items")
+		})
+	}
+}
