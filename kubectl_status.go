@@ -13,6 +13,7 @@ import (
 	"github.com/spf13/cobra"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	configv1 "github.com/sluice-dev/sluice/api/config/v1alpha1"
 	etlv1 "github.com/sluice-dev/sluice/api/v1alpha1"
 )
 
@@ -37,8 +38,8 @@ state, the last run's outcome, rows written by the current or last run, freshnes
 the last committed checkpoint, else of the last successful run) and the next scheduled run.
 
 With NAME, a report: the spec in short, the conditions, the current or last run, the
-checkpoint, the last runs, the totals, and the last lines of the runner's log (found through
-the run's Job in the operator's namespace).
+checkpoint, a CDC pipeline's replication slot, the last runs, the totals, and the last lines
+of the runner's log (found through the run's Job in the operator's namespace).
 
 -o json|yaml prints the pipeline (or the list) as the API returns it.`,
 		Example: `  kubectl sluice status -A
@@ -336,6 +337,10 @@ func kubectlWriteReport(w io.Writer, p *etlv1.ETLPipeline, logs *kubectlReportLo
 		r.field("  ", "Committed", kubectlTimestamp(cp.Time, now))
 	}
 
+	if rep := st.Replication; rep != nil {
+		kubectlWriteReplication(r, rep, now)
+	}
+
 	r.section("History")
 	if len(st.History) == 0 {
 		r.line("  " + kubectlNone)
@@ -378,17 +383,76 @@ func kubectlWriteReport(w io.Writer, p *etlv1.ETLPipeline, logs *kubectlReportLo
 	return r.err
 }
 
-// kubectlReader summarizes the reader: the legacy query's first line, or the task plan.
+// kubectlWriteReplication writes the Replication section: a CDC pipeline's slot as its runner
+// last reported it.
+func kubectlWriteReplication(r *kubectlReport, rep *etlv1.ReplicationStatus, now time.Time) {
+	r.section("Replication")
+	r.field("  ", "Slot", kubectlOr(rep.Slot))
+	r.field("  ", "Publication", kubectlOr(rep.Publication))
+	r.field("  ", "Phase", kubectlOr(string(rep.Phase)))
+	r.field("  ", "Confirmed", kubectlOr(rep.ConfirmedLSN))
+	r.field("  ", "Retained WAL", kubectlBytes(rep.RetainedWALBytes))
+	r.field("  ", "WAL status", kubectlOr(rep.WALStatus))
+	lag := kubectlLag(rep.LagMilliseconds)
+	if rep.LagMilliseconds == 0 {
+		lag += " (caught up)"
+	}
+	r.field("  ", "Lag", lag)
+	r.field("  ", "Last commit", kubectlTimestamp(rep.LastSourceCommitTime, now))
+	r.field("  ", "Observed", kubectlTimestamp(rep.ObservedTime, now))
+}
+
+// kubectlBytes writes a size in binary units ("512 B", "1.5 GiB").
+func kubectlBytes(n int64) string {
+	const units = "KMGTPE"
+	if n < 1024 && n > -1024 {
+		return strconv.FormatInt(n, 10) + " B"
+	}
+	v, i := float64(n)/1024, 0
+	for ; (v >= 1024 || v <= -1024) && i < len(units)-1; i++ {
+		v /= 1024
+	}
+	return strconv.FormatFloat(v, 'f', 1, 64) + " " + units[i:i+1] + "iB"
+}
+
+// kubectlLag writes a replication lag: milliseconds under a second, tenths of a second under
+// a minute, seconds above.
+func kubectlLag(ms int64) string {
+	d := time.Duration(ms) * time.Millisecond
+	switch {
+	case d < time.Second:
+		return d.String()
+	case d < time.Minute:
+		return d.Round(100 * time.Millisecond).String()
+	}
+	return kubectlDuration(d)
+}
+
+// kubectlReader summarizes the reader: a CDC pipeline's table, the legacy query's first line,
+// or the task plan.
 func kubectlReader(spec *etlv1.ETLPipelineSpec) string {
-	if len(spec.Tasks) > 0 {
-		tasks := make([]string, 0, len(spec.Tasks))
-		for _, t := range spec.Tasks {
-			kind := "python"
-			if t.SQL != "" {
-				kind = "sql"
-			}
-			tasks = append(tasks, t.Name+" ("+kind+")")
+	tasks := make([]string, 0, len(spec.Tasks))
+	for _, t := range spec.Tasks {
+		kind := "python"
+		if t.SQL != "" {
+			kind = "sql"
 		}
+		tasks = append(tasks, t.Name+" ("+kind+")")
+	}
+	if spec.Mode == etlv1.ModeCDC {
+		reader := "table " + kubectlNone
+		if spec.Source.Table != "" {
+			reader = "table " + configv1.QualifiedTable(spec.Source.Table)
+		}
+		if len(spec.Source.Columns) > 0 {
+			reader += " (columns " + strings.Join(spec.Source.Columns, ", ") + ")"
+		}
+		if len(tasks) > 0 {
+			reader += ", then tasks " + strings.Join(tasks, " -> ")
+		}
+		return reader
+	}
+	if len(tasks) > 0 {
 		return "tasks " + strings.Join(tasks, " -> ")
 	}
 	q := strings.Join(strings.Fields(spec.Source.Query), " ")

@@ -267,3 +267,103 @@ func TestKubectlReportOfANewPipelineSaysNoneEverywhere(t *testing.T) {
 		t.Errorf("the report has a log section without logs, or Argo CD without its marks:\n%s", buf.String())
 	}
 }
+
+func TestKubectlReportOfACDCPipelineShowsItsSlot(t *testing.T) {
+	p := pipelineFixture("team-a", "orders-cdc")
+	p.Spec.Mode = etlv1.ModeCDC
+	p.Spec.Source = etlv1.SourceSpec{Connection: "warehouse", Table: "orders", Columns: []string{"id", "total"},
+		Cursor: etlv1.CursorSpec{KeyColumns: []string{"id"}}}
+	p.Spec.Tasks = []etlv1.Task{{Name: "shape", Python: "def transform(r): return r"}}
+	p.Status = etlv1.ETLPipelineStatus{
+		Phase: etlv1.PhaseRunning,
+		Run:   &etlv1.RunStatus{ID: "r1", StartTime: ago(time.Hour)},
+		Replication: &etlv1.ReplicationStatus{Slot: "sluice_0123456789abcdef01234567", Publication: "sluice_0123456789abcdef01234567",
+			Phase: etlv1.ReplicationStreaming, ConfirmedLSN: "0/16B3748", RetainedWALBytes: 3 << 29, WALStatus: "extended",
+			LastSourceCommitTime: ago(3 * time.Second), LagMilliseconds: 2540, ObservedTime: ago(time.Second)},
+	}
+	var buf bytes.Buffer
+	if err := kubectlWriteReport(&buf, &p, nil, kubectlNow); err != nil {
+		t.Fatal(err)
+	}
+	got := buf.String()
+	for _, want := range []string{
+		"  Mode:         CDC\n",
+		"  Reader:       table public.orders (columns id, total), then tasks shape (python)\n",
+		"  Cursor:       keys id\n",
+		"\nCheckpoint:\n",
+		"\nReplication:\n",
+		"  Slot:         sluice_0123456789abcdef01234567\n",
+		"  Publication:  sluice_0123456789abcdef01234567\n",
+		"  Phase:        Streaming\n",
+		"  Confirmed:    0/16B3748\n",
+		"  Retained WAL: 1.5 GiB\n",
+		"  WAL status:   extended\n",
+		"  Lag:          2.5s\n",
+		"  Last commit:  2025-06-01T11:59:57Z (3s ago)\n",
+		"  Observed:     2025-06-01T11:59:59Z (1s ago)\n",
+		"\nHistory:\n",
+	} {
+		i := strings.Index(got, want)
+		if i < 0 {
+			t.Fatalf("the report lacks %q (or has it too early):\n%s", want, buf.String())
+		}
+		got = got[i+len(want):]
+	}
+
+	// Its first run, before the runner reported: the snapshot, nothing retained yet.
+	p.Status.Replication = &etlv1.ReplicationStatus{Slot: "sluice_x", Publication: "sluice_x", Phase: etlv1.ReplicationSnapshot}
+	buf.Reset()
+	if err := kubectlWriteReport(&buf, &p, nil, kubectlNow); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"  Phase:        Snapshot\n", "  Confirmed:    <none>\n", "  Retained WAL: 0 B\n",
+		"  Lag:          0s (caught up)\n", "  Last commit:  <none>\n"} {
+		if !strings.Contains(buf.String(), want) {
+			t.Errorf("the report lacks %q:\n%s", want, buf.String())
+		}
+	}
+
+	// Not a CDC pipeline, or one that never reported: no section.
+	p.Status.Replication = nil
+	buf.Reset()
+	if err := kubectlWriteReport(&buf, &p, nil, kubectlNow); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(buf.String(), "Replication:") {
+		t.Errorf("a report without status.replication has a Replication section:\n%s", buf.String())
+	}
+}
+
+func TestKubectlBytesAndLagReadLikeAPerson(t *testing.T) {
+	for n, want := range map[int64]string{
+		0: "0 B", 1023: "1023 B", 1024: "1.0 KiB", 1536: "1.5 KiB", 64 << 20: "64.0 MiB",
+		3 << 29: "1.5 GiB", 5 << 40: "5.0 TiB", 1 << 62: "4.0 EiB",
+	} {
+		if got := kubectlBytes(n); got != want {
+			t.Errorf("kubectlBytes(%d) = %q, want %q", n, got, want)
+		}
+	}
+	for ms, want := range map[int64]string{0: "0s", 250: "250ms", 2540: "2.5s", 59_990: "1m0s", 95_400: "1m35s", 7_200_000: "2h0m0s"} {
+		if got := kubectlLag(ms); got != want {
+			t.Errorf("kubectlLag(%d) = %q, want %q", ms, got, want)
+		}
+	}
+}
+
+// The table of pipelines has the same columns for a CDC pipeline.
+func TestKubectlPipelineTableOfACDCPipeline(t *testing.T) {
+	p := pipelineFixture("team-a", "orders-cdc")
+	p.Spec.Mode = etlv1.ModeCDC
+	p.Status = etlv1.ETLPipelineStatus{
+		Phase:       etlv1.PhaseRunning,
+		Run:         &etlv1.RunStatus{ID: "r1", RowsWritten: 42},
+		Replication: &etlv1.ReplicationStatus{Slot: "sluice_x", Phase: etlv1.ReplicationStreaming, RetainedWALBytes: 1 << 30},
+	}
+	header, rows := kubectlPipelineTable([]etlv1.ETLPipeline{p}, false, kubectlNow)
+	if want := []string{"NAME", "PHASE", "DESIRED", "LAST RUN", "ROWS", "FRESHNESS", "NEXT RUN"}; !slices.Equal(header, want) {
+		t.Errorf("header %q, want %q", header, want)
+	}
+	if want := []string{"orders-cdc", "Running", "Running", "<none>", "42", "<none>", "<none>"}; !slices.Equal(rows[0], want) {
+		t.Errorf("row %q, want %q", rows[0], want)
+	}
+}

@@ -64,6 +64,8 @@ func CheckpointRefusal(p *etlv1.ETLPipeline, req etlv1.CheckpointRequest) string
 		return fmt.Sprintf("unknown action %q: Reset or Set", req.Action)
 	case req.Action == etlv1.CheckpointSet && len(req.Values) == 0:
 		return "Set needs the checkpoint's values: the cursor column's, then the key columns'"
+	case req.Action == etlv1.CheckpointSet && p.Spec.Mode == etlv1.ModeCDC:
+		return "Set applies to an Incremental pipeline: a CDC pipeline's checkpoint is its replication slot's position (Reset instead: the next run copies the table again)"
 	case req.Action == etlv1.CheckpointSet && p.Spec.Mode != etlv1.ModeIncremental:
 		return "Set applies to an Incremental pipeline: a Full run reads its whole source (Reset instead)"
 	case req.Action == etlv1.CheckpointReset && len(req.Values) > 0:

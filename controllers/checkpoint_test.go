@@ -50,6 +50,8 @@ func TestCheckpointRefusal(t *testing.T) {
 			return p
 		}, reset, "the pipeline is new"},
 		{"set of a Full pipeline", func() *etlv1.ETLPipeline { return paused(etlv1.ModeFull) }, set, "applies to an Incremental pipeline"},
+		{"reset of a paused CDC pipeline", func() *etlv1.ETLPipeline { return paused(etlv1.ModeCDC) }, reset, ""},
+		{"set of a CDC pipeline", func() *etlv1.ETLPipeline { return paused(etlv1.ModeCDC) }, set, "a CDC pipeline's checkpoint is its replication slot's position"},
 		{"set without values", func() *etlv1.ETLPipeline { return paused(etlv1.ModeIncremental) },
 			etlv1.CheckpointRequest{ID: "1", Action: etlv1.CheckpointSet}, "needs the checkpoint's values"},
 		{"reset with values", func() *etlv1.ETLPipeline { return paused(etlv1.ModeIncremental) },

@@ -73,6 +73,17 @@ func tasksSpec() etlv1.ETLPipelineSpec {
 	return s
 }
 
+// cdcSpec is a valid CDC spec: public.orders, keyed by its primary key, into analytics.orders,
+// streaming continuously (no schedule).
+func cdcSpec() etlv1.ETLPipelineSpec {
+	s := legacySpec()
+	s.Mode = etlv1.ModeCDC
+	s.Source.Query = ""
+	s.Source.Table = "public.orders"
+	s.Source.Cursor = etlv1.CursorSpec{KeyColumns: []string{"id"}}
+	return s
+}
+
 func newPipeline(namespace, name string, spec etlv1.ETLPipelineSpec) *etlv1.ETLPipeline {
 	return &etlv1.ETLPipeline{
 		ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: name, Generation: 1, UID: types.UID("uid-" + namespace + "-" + name)},

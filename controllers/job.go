@@ -365,8 +365,9 @@ func isForgetJob(job *batchv1.Job) bool {
 }
 
 // BuildForgetJob builds the Job that removes a deleted pipeline's rows from etl_state and
-// etl_runs (`sluice runner --forget`). It gets the state database's DSN and nothing else. Pure,
-// like BuildRunnerJob.
+// etl_runs (`sluice runner --forget`). It gets the state database's DSN and, for a CDC
+// pipeline, the source connection's name and DSN, with which it drops the pipeline's
+// replication slot and publication; nothing else. Pure, like BuildRunnerJob.
 //
 // The Job stops by itself after deadline (the deletion goes on without it then) and is
 // collected forgetTTL after it finished.
@@ -380,9 +381,20 @@ func BuildForgetJob(p *etlv1.ETLPipeline, cfg *configv1.OperatorConfig, namespac
 		{Name: configv1.EnvPipelineNamespace, Value: p.Namespace},
 		{Name: configv1.EnvPipelineName, Value: p.Name},
 		{Name: configv1.EnvPipelineUID, Value: string(p.UID)},
-		{Name: configv1.PostgresDSNEnv(conn.Name), ValueFrom: &corev1.EnvVarSource{SecretKeyRef: &corev1.SecretKeySelector{
-			LocalObjectReference: corev1.LocalObjectReference{Name: conn.DSNSecret.Name}, Key: conn.DSNSecret.Key,
-		}}},
+		dsnEnv(conn),
+	}
+	if p.Spec.Mode == etlv1.ModeCDC {
+		// A slot left in the source retains its WAL for ever: without the connection the Job
+		// could not drop it, so it forgets nothing (etl.etl_slots keeps the slot's name).
+		src := cfg.PostgresConnection(p.Spec.Source.Connection)
+		if src == nil {
+			return nil, fmt.Errorf("pipeline %s/%s: source connection %q is not configured: its replication slot and publication cannot be dropped",
+				p.Namespace, p.Name, p.Spec.Source.Connection)
+		}
+		env = append(env, corev1.EnvVar{Name: configv1.EnvSourceConnection, Value: src.Name})
+		if src.Name != conn.Name {
+			env = append(env, dsnEnv(src))
+		}
 	}
 	volumes := []corev1.Volume{{Name: "config", VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{
 		LocalObjectReference: corev1.LocalObjectReference{Name: cfg.Runner.ConfigMapName},
@@ -406,11 +418,18 @@ func BuildForgetJob(p *etlv1.ETLPipeline, cfg *configv1.OperatorConfig, namespac
 			ActiveDeadlineSeconds:   ptr.To(int64(deadline.Seconds())),
 			TTLSecondsAfterFinished: ptr.To(forgetTTL),
 			PodFailurePolicy:        runnerFailurePolicy(),
-			// It talks to the state database only: no token.
+			// It talks to the state database (and a CDC pipeline's source) only: no token.
 			Template: runnerPod(cfg, "", labels, []string{"runner", "--config", configv1.DefaultConfigPath, "--forget"},
 				env, volumes, mounts),
 		},
 	}, nil
+}
+
+// dsnEnv is the variable of a runner holding conn's DSN, from its Secret.
+func dsnEnv(conn *configv1.PostgresConnection) corev1.EnvVar {
+	return corev1.EnvVar{Name: configv1.PostgresDSNEnv(conn.Name), ValueFrom: &corev1.EnvVarSource{SecretKeyRef: &corev1.SecretKeySelector{
+		LocalObjectReference: corev1.LocalObjectReference{Name: conn.DSNSecret.Name}, Key: conn.DSNSecret.Key,
+	}}}
 }
 
 // jobOutcome judges a Job by its Complete and Failed conditions, never by its counters.

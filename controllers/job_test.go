@@ -3,6 +3,7 @@ package controllers
 import (
 	"encoding/json"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"testing"
@@ -402,6 +403,66 @@ func TestBuildForgetJob(t *testing.T) {
 	}
 	if _, ok := env[configv1.PostgresDSNEnv("warehouse")]; ok || len(env) != 4 {
 		t.Fatalf("env %v, want the pipeline's identity and the state DSN only", env)
+	}
+}
+
+// A CDC pipeline's forget Job also drops its slot and publication in the source: it gets the
+// source connection's name and DSN, and only those besides the state database's.
+func TestBuildForgetJobCDC(t *testing.T) {
+	onState := func() etlv1.ETLPipelineSpec { s := cdcSpec(); s.Source.Connection = "state"; return s }
+	for _, tc := range []struct {
+		name      string
+		spec      func() etlv1.ETLPipelineSpec
+		wantDSNs  map[string]string // variable -> Secret
+		wantError string
+	}{
+		{name: "incremental: the state database only", spec: legacySpec,
+			wantDSNs: map[string]string{configv1.PostgresDSNEnv("state"): "state-dsn"}},
+		{name: "full with an es target: the state database only", spec: tasksSpec,
+			wantDSNs: map[string]string{configv1.PostgresDSNEnv("state"): "state-dsn"}},
+		{name: "cdc: the state database and the source", spec: cdcSpec,
+			wantDSNs: map[string]string{configv1.PostgresDSNEnv("state"): "state-dsn", configv1.PostgresDSNEnv("warehouse"): "warehouse-dsn"}},
+		{name: "cdc into another postgres connection: not the sink's", spec: func() etlv1.ETLPipelineSpec { s := cdcSpec(); s.Target.Connection = "mart"; return s },
+			wantDSNs: map[string]string{configv1.PostgresDSNEnv("state"): "state-dsn", configv1.PostgresDSNEnv("warehouse"): "warehouse-dsn"}},
+		{name: "cdc from the state database: one DSN", spec: onState,
+			wantDSNs: map[string]string{configv1.PostgresDSNEnv("state"): "state-dsn"}},
+		{name: "cdc from a connection no longer configured", spec: func() etlv1.ETLPipelineSpec { s := cdcSpec(); s.Source.Connection = "gone"; return s },
+			wantError: `source connection "gone" is not configured`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			spec := tc.spec()
+			job, err := BuildForgetJob(newPipeline("team-a", "orders", spec), testConfig(), "sluice-system", time.Minute)
+			if tc.wantError != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantError) {
+					t.Fatalf("err = %v, want %q", err, tc.wantError)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			c := job.Spec.Template.Spec.Containers[0]
+			env := envMap(c)
+			if len(env) != len(c.Env) {
+				t.Fatalf("a variable is given twice: %v", c.Env)
+			}
+			dsns := map[string]string{}
+			for name := range env {
+				if strings.HasPrefix(name, "SLUICE_PG_") || strings.HasPrefix(name, "SLUICE_ES_") {
+					dsns[name] = secretRef(t, env, name).Name
+				}
+			}
+			if !maps.Equal(dsns, tc.wantDSNs) {
+				t.Fatalf("credentials %v, want %v", dsns, tc.wantDSNs)
+			}
+			src, ok := env[configv1.EnvSourceConnection]
+			switch {
+			case spec.Mode != etlv1.ModeCDC && ok:
+				t.Fatalf("%s given to a %s pipeline's forget Job", configv1.EnvSourceConnection, spec.Mode)
+			case spec.Mode == etlv1.ModeCDC && src.Value != spec.Source.Connection:
+				t.Fatalf("%s = %q, want %q", configv1.EnvSourceConnection, src.Value, spec.Source.Connection)
+			}
+		})
 	}
 }
 

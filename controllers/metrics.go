@@ -17,7 +17,8 @@ import (
 // outcome are bounded enums): computed at scrape time from the pipelines in the manager's
 // cache, so they are what the status says, and nothing is kept in memory that a restart
 // would lose. Counters are status.totals (every ended run, counted once) plus the run in
-// flight; they only grow.
+// flight; they only grow. A CDC pipeline's sluice_cdc_* gauges are status.replication, as its
+// runner last reported it.
 
 var (
 	descPhase = pipelineDesc("sluice_pipeline_phase",
@@ -46,6 +47,10 @@ var (
 		"How long the run in flight has been going (0 when none is).")
 	descLastProgress = pipelineDesc("sluice_pipeline_last_progress_timestamp_seconds",
 		"When the run in flight last committed a batch (unix seconds).")
+	descCDCRetained = pipelineDesc("sluice_cdc_slot_retained_bytes",
+		"WAL the CDC pipeline's replication slot holds back in the source, at its runner's last report (status.replication.retainedWALBytes).")
+	descCDCLag = pipelineDesc("sluice_cdc_lag_seconds",
+		"How far the CDC pipeline's sink was behind the source's commits at its runner's last report (status.replication.lagMilliseconds).")
 
 	phases = []etlv1.Phase{etlv1.PhaseIdle, etlv1.PhaseRunRequested, etlv1.PhaseRunning, etlv1.PhasePauseRequested,
 		etlv1.PhasePaused, etlv1.PhaseFailed}
@@ -155,6 +160,10 @@ func pipelineMetrics(p *etlv1.ETLPipeline, now time.Time) []prometheus.Metric {
 		}
 	}
 	add(descRunSeconds, prometheus.GaugeValue, running)
+	if rep := st.Replication; rep != nil && p.Spec.Mode == etlv1.ModeCDC {
+		add(descCDCRetained, prometheus.GaugeValue, float64(rep.RetainedWALBytes))
+		add(descCDCLag, prometheus.GaugeValue, float64(rep.LagMilliseconds)/1000)
+	}
 	return out
 }
 

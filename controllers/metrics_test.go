@@ -35,12 +35,25 @@ func TestPipelineMetrics(t *testing.T) {
 		Run:        &etlv1.RunStatus{ID: "r9", StartTime: mt(time.Hour), CompletionTime: mt(50 * time.Minute), RowsRead: 7, RowsWritten: 7, Batches: 1},
 		Totals:     &etlv1.PipelineTotals{RowsRead: 7, RowsWritten: 7, Batches: 1, RunsSucceeded: 1, CountedRunID: "r9", LastSuccessTime: mt(50 * time.Minute)},
 		Checkpoint: &etlv1.CheckpointStatus{Values: []string{"12345", "7"}},
+		// Left from when it was a CDC pipeline: an Incremental one has no sluice_cdc_* series.
+		Replication: &etlv1.ReplicationStatus{Slot: "sluice_old", RetainedWALBytes: 1 << 30, LagMilliseconds: 10},
 	}
+	// A CDC pipeline streaming, 1.5 GiB of WAL held, 2.5 s behind.
+	cdc := newPipeline("team-c", "orders-cdc", cdcSpec())
+	cdc.Status = etlv1.ETLPipelineStatus{
+		Phase: etlv1.PhaseRunning,
+		Run:   &etlv1.RunStatus{ID: "c1", StartTime: mt(time.Hour)},
+		Replication: &etlv1.ReplicationStatus{Slot: "sluice_0123456789abcdef", Publication: "sluice_0123456789abcdef", Phase: etlv1.ReplicationStreaming,
+			ConfirmedLSN: "0/16B3748", RetainedWALBytes: 3 << 29, WALStatus: "extended", LagMilliseconds: 2500, ObservedTime: mt(5 * time.Second)},
+	}
+	// A CDC pipeline whose first run has not reported yet has no sluice_cdc_* series.
+	fresh := newPipeline("team-c", "new-cdc", cdcSpec())
+	fresh.Status = etlv1.ETLPipelineStatus{Phase: etlv1.PhaseRunRequested}
 	scheme := runtime.NewScheme()
 	if err := etlv1.AddToScheme(scheme); err != nil {
 		t.Fatal(err)
 	}
-	c := &PipelineCollector{Reader: fake.NewClientBuilder().WithScheme(scheme).WithObjects(running, ended).Build(), Now: func() time.Time { return now }}
+	c := &PipelineCollector{Reader: fake.NewClientBuilder().WithScheme(scheme).WithObjects(running, ended, cdc, fresh).Build(), Now: func() time.Time { return now }}
 	got := gather(t, c)
 	for series, want := range map[string]float64{
 		`sluice_pipeline_rows_written_total{name="ids",namespace="team-b"}`:                 7,
@@ -62,6 +75,8 @@ func TestPipelineMetrics(t *testing.T) {
 		`sluice_pipeline_phase{name="orders",namespace="team-a",phase="Running"}`:           1,
 		`sluice_pipeline_phase{name="orders",namespace="team-a",phase="Idle"}`:              0,
 		`sluice_pipeline_phase{name="ids",namespace="team-b",phase="Idle"}`:                 1,
+		`sluice_cdc_slot_retained_bytes{name="orders-cdc",namespace="team-c"}`:              3 << 29,
+		`sluice_cdc_lag_seconds{name="orders-cdc",namespace="team-c"}`:                      2.5,
 	} {
 		if v, ok := got[series]; !ok || v != want {
 			t.Errorf("%s = %v (present %v), want %v", series, v, ok, want)
@@ -70,14 +85,20 @@ func TestPipelineMetrics(t *testing.T) {
 	for _, absent := range []string{
 		`sluice_pipeline_freshness_seconds{name="ids",namespace="team-b"}`,
 		`sluice_pipeline_last_progress_timestamp_seconds{name="ids",namespace="team-b"}`,
+		`sluice_cdc_slot_retained_bytes{name="orders",namespace="team-a"}`,
+		`sluice_cdc_lag_seconds{name="ids",namespace="team-b"}`,
+		`sluice_cdc_slot_retained_bytes{name="ids",namespace="team-b"}`,
+		`sluice_cdc_slot_retained_bytes{name="new-cdc",namespace="team-c"}`,
+		`sluice_cdc_lag_seconds{name="new-cdc",namespace="team-c"}`,
 	} {
 		if _, ok := got[absent]; ok {
 			t.Errorf("%s is exported", absent)
 		}
 	}
-	// Each: the phases, 5 counters, 3 outcomes, last success, failures, unresolved rejects,
-	// run seconds; orders also freshness and last progress.
-	if n := len(got); n != 2*(len(phases)+12)+2 {
+	// Each: the phases, 5 counters, 3 outcomes, failures, unresolved rejects, run seconds;
+	// orders and ids also last success, orders freshness and last progress; orders-cdc its
+	// two sluice_cdc_* gauges.
+	if n := len(got); n != 4*(len(phases)+11)+2+2+2 {
 		t.Errorf("%d series", n)
 	}
 	names := MetricNames()

@@ -2,6 +2,7 @@ package controllers
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -13,7 +14,7 @@ import (
 // configuration) fixes it, so the pipeline is Stalled and nothing is retried.
 type specProblem struct {
 	// Reason is one of ReasonInvalidSpec, ReasonTargetNotAllowed, ReasonUnknownConnection,
-	// ReasonConnectionNotGranted, ReasonTargetNotGranted.
+	// ReasonConnectionNotGranted, ReasonTargetNotGranted, ReasonTableNotReplicable.
 	Reason  string
 	Message string
 }
@@ -24,7 +25,7 @@ func (p *specProblem) Error() string { return p.Reason + ": " + p.Message }
 func isSpecReason(reason string) bool {
 	switch reason {
 	case etlv1.ReasonInvalidSpec, etlv1.ReasonTargetNotAllowed, etlv1.ReasonUnknownConnection,
-		etlv1.ReasonConnectionNotGranted, etlv1.ReasonTargetNotGranted:
+		etlv1.ReasonConnectionNotGranted, etlv1.ReasonTargetNotGranted, etlv1.ReasonTableNotReplicable:
 		return true
 	}
 	return false
@@ -67,10 +68,11 @@ type tenant struct {
 
 // validateSpec checks what the CRD's schema and CEL rules cannot: the schedule parses, the
 // task plan is well formed (again: the API server may predate a rule), the target is
-// whitelisted, every connection exists in the operator configuration, and the pipeline's
-// namespace is granted them. It returns nil for a spec that may run. The first problem wins,
-// in this order: InvalidSpec, TargetNotAllowed, UnknownConnection, ConnectionNotGranted,
-// TargetNotGranted.
+// whitelisted, every connection exists in the operator configuration, the pipeline's
+// namespace is granted them, and a CDC pipeline's source connection may replicate its table.
+// It returns nil for a spec that may run. The first problem wins, in this order: InvalidSpec,
+// TargetNotAllowed, UnknownConnection, ConnectionNotGranted, TargetNotGranted,
+// TableNotReplicable.
 func validateSpec(spec *etlv1.ETLPipelineSpec, cfg *configv1.OperatorConfig, ns tenant) *specProblem {
 	if msgs := invalidSpecMessages(spec); len(msgs) > 0 {
 		return &specProblem{Reason: etlv1.ReasonInvalidSpec, Message: strings.Join(msgs, "; ")}
@@ -87,6 +89,13 @@ func validateSpec(spec *etlv1.ETLPipelineSpec, cfg *configv1.OperatorConfig, ns 
 	use := cfg.UseOf(spec.Source.Connection, spec.Target.Name, spec.Target.Connection)
 	if refused := cfg.Grants().Check(use, ns.Name, ns.Labels); refused != nil {
 		return &specProblem{Reason: refused.Reason, Message: refused.Message}
+	}
+	if spec.Mode == etlv1.ModeCDC {
+		if conn := cfg.PostgresConnection(spec.Source.Connection); conn != nil {
+			if msg := conn.ReplicationRefusal(spec.Source.Table); msg != "" {
+				return &specProblem{Reason: etlv1.ReasonTableNotReplicable, Message: msg}
+			}
+		}
 	}
 	return nil
 }
@@ -132,6 +141,7 @@ func invalidSpecMessages(spec *etlv1.ETLPipelineSpec) []string {
 	} else if spec.Target.Action != "" && target.Kind != etlv1.SinkElasticsearch {
 		add("spec.target.action: applies only to an Elasticsearch target (es:<index>)")
 	}
+	cdc := spec.Mode == etlv1.ModeCDC
 	if len(spec.Tasks) > 0 {
 		seen := map[string]bool{}
 		for i, task := range spec.Tasks {
@@ -143,14 +153,22 @@ func invalidSpecMessages(spec *etlv1.ETLPipelineSpec) []string {
 			switch {
 			case hasSQL == hasPython:
 				add("spec.tasks[%d] (%s): a task must have exactly one of sql or python", i, task.Name)
+			case cdc && hasSQL:
+				add("spec.tasks[%d] (%s): a CDC pipeline reads source.table: sql tasks do not apply (python tasks do)", i, task.Name)
+			case cdc: // python tasks only: no first sql task
 			case i == 0 && !hasSQL:
 				add("spec.tasks[0] (%s): the first task must be an sql task", task.Name)
 			case i > 0 && hasSQL:
 				add("spec.tasks[%d] (%s): only the first task may be an sql task", i, task.Name)
 			}
 		}
-	} else if strings.TrimSpace(spec.Source.Query) == "" {
+	} else if !cdc && strings.TrimSpace(spec.Source.Query) == "" {
 		add("spec.source.query: one of source.query (legacy mode) or tasks (tasks mode) is required")
+	}
+	if cdc {
+		msgs = append(msgs, invalidCDCMessages(&spec.Source)...)
+	} else if spec.Source.Table != "" || len(spec.Source.Columns) > 0 {
+		add("spec.source.table, spec.source.columns: apply only to CDC mode")
 	}
 	if spec.Mode == etlv1.ModeIncremental && spec.Source.Cursor.Column == "" {
 		add("spec.source.cursor.column: required when mode is Incremental")
@@ -172,6 +190,33 @@ func invalidSpecMessages(spec *etlv1.ETLPipelineSpec) []string {
 	}
 	if spec.Retry.InitialBackoff != nil && spec.Retry.InitialBackoff.Duration <= 0 {
 		add("spec.retry.initialBackoff: must be positive")
+	}
+	return msgs
+}
+
+// invalidCDCMessages checks the source of a CDC pipeline: one table, read with its key (the
+// table's primary key) and, optionally, a subset of its columns that keeps the key.
+func invalidCDCMessages(src *etlv1.SourceSpec) []string {
+	var msgs []string
+	add := func(format string, args ...any) { msgs = append(msgs, fmt.Sprintf(format, args...)) }
+	if strings.TrimSpace(src.Table) == "" {
+		add("spec.source.table: required when mode is CDC")
+	}
+	if strings.TrimSpace(src.Query) != "" {
+		add("spec.source.query: a CDC pipeline reads source.table: source.query does not apply")
+	}
+	if src.Cursor.Column != "" {
+		add("spec.source.cursor.column: does not apply to CDC: the write-ahead log orders the changes; keyColumns name the table's primary key")
+	}
+	if len(src.Columns) > 0 {
+		if dup := firstDuplicate(src.Columns); dup != "" {
+			add("spec.source.columns: duplicate column %q", dup)
+		}
+		for _, k := range src.Cursor.KeyColumns {
+			if !slices.Contains(src.Columns, k) {
+				add("spec.source.columns: must include the key column %q (source.cursor.keyColumns)", k)
+			}
+		}
 	}
 	return msgs
 }

@@ -61,6 +61,39 @@ func TestValidateSpec(t *testing.T) {
 		{"es target on a postgres connection", func(s *etlv1.ETLPipelineSpec) { s.Target.Connection = "warehouse" }, tasksSpec, etlv1.ReasonUnknownConnection, "not an elasticsearch connection"},
 		{"postgres target on an es connection", func(s *etlv1.ETLPipelineSpec) { s.Target.Connection = "plain" }, legacySpec, etlv1.ReasonUnknownConnection, "not a postgres connection"},
 
+		{name: "cdc", base: cdcSpec},
+		{name: "cdc with a schedule", base: cdcSpec, mutate: func(s *etlv1.ETLPipelineSpec) { s.Schedule = "@hourly" }},
+		{name: "cdc of a table without schema", base: cdcSpec, mutate: func(s *etlv1.ETLPipelineSpec) { s.Source.Table = "orders" }},
+		{name: "cdc with python tasks", base: cdcSpec, mutate: func(s *etlv1.ETLPipelineSpec) {
+			s.Tasks = []etlv1.Task{{Name: "shape", Python: "def transform(row):\n    return row\n"}, {Name: "again", Python: "def transform(row):\n    return row\n"}}
+		}},
+		{name: "cdc with columns that hold the key", base: cdcSpec, mutate: func(s *etlv1.ETLPipelineSpec) { s.Source.Columns = []string{"total", "id"} }},
+		{name: "cdc with a composite key among its columns", base: cdcSpec, mutate: func(s *etlv1.ETLPipelineSpec) {
+			s.Source.Cursor.KeyColumns = []string{"tenant", "id"}
+			s.Source.Columns = []string{"id", "tenant", "total"}
+		}},
+		{name: "cdc into elasticsearch", base: cdcSpec, mutate: func(s *etlv1.ETLPipelineSpec) { s.Target = etlv1.TargetSpec{Name: "es:orders"} }},
+		{"cdc without a table", func(s *etlv1.ETLPipelineSpec) { s.Source.Table = "" }, cdcSpec, etlv1.ReasonInvalidSpec, "spec.source.table: required when mode is CDC"},
+		{"cdc with a query", func(s *etlv1.ETLPipelineSpec) { s.Source.Query = "SELECT 1" }, cdcSpec, etlv1.ReasonInvalidSpec, "spec.source.query: a CDC pipeline reads source.table"},
+		{"cdc with an sql task", func(s *etlv1.ETLPipelineSpec) {
+			s.Tasks = []etlv1.Task{{Name: "read", SQL: "SELECT 1"}, {Name: "shape", Python: "def transform(row):\n    return row\n"}}
+		}, cdcSpec, etlv1.ReasonInvalidSpec, "spec.tasks[0] (read): a CDC pipeline reads source.table: sql tasks do not apply"},
+		{"cdc with an sql task after python", func(s *etlv1.ETLPipelineSpec) {
+			s.Tasks = []etlv1.Task{{Name: "shape", Python: "def transform(row):\n    return row\n"}, {Name: "read", SQL: "SELECT 1"}}
+		}, cdcSpec, etlv1.ReasonInvalidSpec, "spec.tasks[1] (read): a CDC pipeline"},
+		{"cdc task with neither", func(s *etlv1.ETLPipelineSpec) { s.Tasks = []etlv1.Task{{Name: "shape"}} }, cdcSpec, etlv1.ReasonInvalidSpec, "exactly one of sql or python"},
+		{"cdc with a cursor column", func(s *etlv1.ETLPipelineSpec) { s.Source.Cursor.Column = "updated_at" }, cdcSpec, etlv1.ReasonInvalidSpec, "spec.source.cursor.column: does not apply to CDC"},
+		{"cdc without key columns", func(s *etlv1.ETLPipelineSpec) { s.Source.Cursor.KeyColumns = nil }, cdcSpec, etlv1.ReasonInvalidSpec, "keyColumns"},
+		{"cdc columns without the key", func(s *etlv1.ETLPipelineSpec) { s.Source.Columns = []string{"total"} }, cdcSpec, etlv1.ReasonInvalidSpec, `must include the key column "id"`},
+		{"cdc columns without one key column", func(s *etlv1.ETLPipelineSpec) {
+			s.Source.Cursor.KeyColumns = []string{"tenant", "id"}
+			s.Source.Columns = []string{"id", "total"}
+		}, cdcSpec, etlv1.ReasonInvalidSpec, `must include the key column "tenant"`},
+		{"cdc duplicate columns", func(s *etlv1.ETLPipelineSpec) { s.Source.Columns = []string{"id", "total", "total"} }, cdcSpec, etlv1.ReasonInvalidSpec, `spec.source.columns: duplicate column "total"`},
+		{"table on an incremental pipeline", func(s *etlv1.ETLPipelineSpec) { s.Source.Table = "public.orders" }, legacySpec, etlv1.ReasonInvalidSpec, "apply only to CDC mode"},
+		{"columns on a full pipeline", func(s *etlv1.ETLPipelineSpec) { s.Mode = etlv1.ModeFull; s.Source.Columns = []string{"id"} }, tasksSpec, etlv1.ReasonInvalidSpec, "apply only to CDC mode"},
+		{"cdc from an unknown connection", func(s *etlv1.ETLPipelineSpec) { s.Source.Connection = "nope" }, cdcSpec, etlv1.ReasonUnknownConnection, "spec.source.connection"},
+
 		{"invalid wins over not allowed", func(s *etlv1.ETLPipelineSpec) { s.Target.Name = "analytics.secrets"; s.Schedule = "99 * * * *" }, legacySpec, etlv1.ReasonInvalidSpec, "schedule"},
 		{"not allowed wins over unknown connection", func(s *etlv1.ETLPipelineSpec) { s.Target.Name = "analytics.secrets"; s.Source.Connection = "nope" }, legacySpec, etlv1.ReasonTargetNotAllowed, "whitelist"},
 	}
@@ -126,6 +159,70 @@ func TestSamplesValidAgainstExampleConfig(t *testing.T) {
 		if job.Spec.Template.Spec.ServiceAccountName != RunnerServiceAccount(p) {
 			t.Errorf("%s: runner service account = %q", file, job.Spec.Template.Spec.ServiceAccountName)
 		}
+	}
+}
+
+// A CDC pipeline's source connection must let it replicate source.table
+// (PostgresConnection.ReplicationRefusal); other modes never ask.
+func TestValidateSpecReplicationTables(t *testing.T) {
+	cdcOf := func(table string) func() etlv1.ETLPipelineSpec {
+		return func() etlv1.ETLPipelineSpec { s := cdcSpec(); s.Source.Table = table; return s }
+	}
+	listed := func(c *configv1.OperatorConfig) {
+		c.Postgres[0].ReplicationTables = []string{"public.orders", "sales.lines"}
+	}
+	shared := func(c *configv1.OperatorConfig) { c.Postgres[0].Namespaces = []string{"team"} }
+	for _, tc := range []struct {
+		name       string
+		config     func(c *configv1.OperatorConfig)
+		spec       func() etlv1.ETLPipelineSpec
+		wantReason string
+		wantInMsg  string
+	}{
+		{name: "no list, no grant: any table", spec: cdcOf("public.orders")},
+		{name: "listed", config: listed, spec: cdcOf("public.orders")},
+		{name: "listed, schema public by default", config: listed, spec: cdcOf("orders")},
+		{name: "listed in another schema", config: listed, spec: cdcOf("sales.lines")},
+		{name: "not listed", config: listed, spec: cdcOf("public.customers"),
+			wantReason: etlv1.ReasonTableNotReplicable, wantInMsg: `table public.customers is not among connection "warehouse"'s replicationTables`},
+		{name: "shared connection without a list", config: shared, spec: cdcOf("public.orders"),
+			wantReason: etlv1.ReasonTableNotReplicable, wantInMsg: `connection "warehouse" is shared (it has a grant) and lists no replicationTables`},
+		{name: "shared connection listing the table", config: func(c *configv1.OperatorConfig) { listed(c); shared(c) }, spec: cdcOf("public.orders")},
+		{name: "incremental on a shared connection without a list", config: shared, spec: legacySpec},
+		{name: "full on a connection listing other tables", config: listed, spec: tasksSpec},
+		{name: "not granted wins over not replicable", config: func(c *configv1.OperatorConfig) { c.Postgres[0].Namespaces = []string{"other"} }, spec: cdcOf("public.orders"),
+			wantReason: etlv1.ReasonConnectionNotGranted, wantInMsg: `"warehouse"`},
+		{name: "invalid wins over not replicable", config: listed, spec: func() etlv1.ETLPipelineSpec { s := cdcOf("public.customers")(); s.Source.Cursor.Column = "x"; return s },
+			wantReason: etlv1.ReasonInvalidSpec, wantInMsg: "cursor.column"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := testConfig()
+			if tc.config != nil {
+				tc.config(cfg)
+			}
+			if err := cfg.Validate(); err != nil {
+				t.Fatal(err)
+			}
+			s := tc.spec()
+			got := validateSpec(&s, cfg, tenant{Name: "team"})
+			switch {
+			case tc.wantReason == "" && got != nil:
+				t.Fatalf("refused: %v", got)
+			case tc.wantReason == "":
+			case got == nil || got.Reason != tc.wantReason:
+				t.Fatalf("got %v, want %s", got, tc.wantReason)
+			case !strings.Contains(got.Message, tc.wantInMsg):
+				t.Fatalf("message %q does not say %q", got.Message, tc.wantInMsg)
+			}
+		})
+	}
+}
+
+// A pipeline failed for its table stays Failed and Stalled like one failed for its grants,
+// and a change of the operator configuration that lifts the refusal may run it again.
+func TestTableNotReplicableIsASpecReason(t *testing.T) {
+	if !isSpecReason(etlv1.ReasonTableNotReplicable) {
+		t.Fatal("TableNotReplicable is not a spec problem's reason")
 	}
 }
 

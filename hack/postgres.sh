@@ -53,11 +53,46 @@ answers() {
   "$bin/pg_isready" -q -h 127.0.0.1 -p "$PORT" -d "$DB" -U postgres
 }
 
+# Logical replication, for CDC pipelines: each test pipeline makes a slot and a walsender.
+# Written into postgresql.conf at initdb, and into that of a cluster made before them.
+REPLICATION_CONF="# Logical replication (CDC pipelines): wal_level needs a restart.
+wal_level = logical
+max_replication_slots = 64
+max_wal_senders = 64"
+
+# replication_ready reports whether the running server has the settings above.
+replication_ready() {
+  local bin
+  bin=$(pg_bin) || return 1
+  [ "$("$bin/psql" -h 127.0.0.1 -p "$PORT" -U postgres -d "$DB" -XAtc \
+    "SELECT current_setting('wal_level') = 'logical'
+        AND current_setting('max_replication_slots')::int >= 64
+        AND current_setting('max_wal_senders')::int >= 64" 2>/dev/null)" = t ]
+}
+
+# ensure_replication gives a cluster of ours started without the settings (an older version
+# of this script made it) the settings and restarts it: wal_level is read at start only.
+ensure_replication() {
+  local bin
+  bin=$(pg_bin)
+  replication_ready && return 0
+  if [ ! -f "$DATA/postgresql.conf" ]; then
+    log "warning: the server on port $PORT is not ours ($DATA has no postgresql.conf) and lacks" \
+      "wal_level = logical, max_replication_slots and max_wal_senders >= 64: CDC tests will fail"
+    return 0
+  fi
+  log "restarting with wal_level = logical (the cluster predates it)"
+  printf '%s\n' "$REPLICATION_CONF" >> "$DATA/postgresql.conf"
+  as_owner "$bin/pg_ctl" -D "$DATA" -l "$LOG" -m fast -w -t 60 restart >/dev/null
+  replication_ready || { log "restarted, but wal_level is still not logical: see $LOG"; exit 1; }
+}
+
 start() {
   ensure_installed
   local bin
   bin=$(pg_bin)
   if answers; then
+    ensure_replication
     echo "$DSN"
     return 0
   fi
@@ -89,6 +124,7 @@ fsync = off
 synchronous_commit = off
 full_page_writes = off
 logging_collector = off
+$REPLICATION_CONF
 CONF
   touch "$LOG"
   [ "$(id -u)" -eq 0 ] && chown postgres: "$LOG"

@@ -46,8 +46,8 @@ type contractMetric struct {
 	labels []string
 }
 
-// contract lists the metrics Sluice exports: the manager's sluice_pipeline_* and the runner's
-// sluice_runner_*. It must equal what the code exports; it is written out here until this test
+// contract lists the metrics Sluice exports: the manager's sluice_pipeline_* and sluice_cdc_*,
+// and the runner's sluice_runner_*. It must equal what the code exports; it is written out here until this test
 // takes the list from the exporting packages instead.
 var contract = map[string]contractMetric{
 	// The manager, per pipeline.
@@ -64,6 +64,9 @@ var contract = map[string]contractMetric{
 	"sluice_pipeline_freshness_seconds":               {gauge, []string{"namespace", "name"}},
 	"sluice_pipeline_run_seconds":                     {gauge, []string{"namespace", "name"}},
 	"sluice_pipeline_last_progress_timestamp_seconds": {gauge, []string{"namespace", "name"}},
+	// The manager, per CDC pipeline (status.replication).
+	"sluice_cdc_slot_retained_bytes": {gauge, []string{"namespace", "name"}},
+	"sluice_cdc_lag_seconds":         {gauge, []string{"namespace", "name"}},
 	// The runner, while a run is in flight.
 	"sluice_runner_batch_duration_seconds":                 {histogram, []string{"namespace", "name", "stage"}},
 	"sluice_runner_rows_read_total":                        {counter, []string{"namespace", "name"}},
@@ -93,7 +96,7 @@ var targetLabels = []string{"job", "instance", "pod", "container", "endpoint", "
 var prometheusSeries = map[string]bool{"up": true, "ALERTS": true, "ALERTS_FOR_STATE": true}
 
 // requiredAlerts are the alerts docs/runbook.md documents.
-var requiredAlerts = []string{"PipelineFailed", "PipelineStale", "RunStuck", "RepeatedInfraFailures", "OperatorDown"}
+var requiredAlerts = []string{"PipelineFailed", "PipelineStale", "RunStuck", "RepeatedInfraFailures", "OperatorDown", "SluiceCDCSlotRetainingWAL"}
 
 // clusterAlerts concern no one pipeline: their annotations cannot name one.
 var clusterAlerts = map[string]bool{"OperatorDown": true}
