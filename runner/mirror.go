@@ -32,6 +32,12 @@ func (e *executor) beginMirror(ctx context.Context, s *session) error {
 		return err
 	}
 	e.log.Warn("the Mirror run's pass is gone from the sink: the full run starts over", "checkpoint", e.after)
+	// Forgotten before the sink starts the new pass: else a runner dying before the new pass's
+	// first commit would leave a new pass and the old checkpoint, and its replacement would
+	// continue after rows the new pass never wrote (and a sweep would delete them).
+	if err := s.store.StartFullOver(ctx, e.epoch); err != nil {
+		return err
+	}
 	e.after = nil
 	run.Resume = false
 	_, err = m.BeginMirror(ctx, run)

@@ -313,6 +313,47 @@ func TestKilledMirrorRebuildsStayExact(t *testing.T) {
 	}
 }
 
+// TestMirrorPassStartedOverForgetsTheOldCheckpoint: a resumed Mirror run whose rebuild the
+// sink lost starts over from the beginning, into a new index. If that new pass dies before
+// its first batch commits (here a document the index refuses, half the batch written), the
+// run resumed after it must not carry the lost pass's checkpoint into the new index: the
+// rows before it would be missing from the index the alias then points at.
+func TestMirrorPassStartedOverForgetsTheOldCheckpoint(t *testing.T) {
+	t.Parallel()
+	db := newTestDB(t, "main")
+	createSource(t, db, 20000)
+	ix := esAlias(t)
+	ix.must(t, http.MethodPut, "/_index_template/"+ix.name, `{"index_patterns":["`+ix.name+`-*"],"priority":500,
+		"template":{"settings":{"number_of_shards":1,"number_of_replicas":0},
+		"mappings":{"properties":{"doc":{"properties":{"big":{"type":"keyword"},"g":{"type":"long"}}}}}}}`)
+	spec := withTarget(t, esSpec(t, specOpts{mode: etlv1.ModeFull, sourceConn: "main", target: "es:" + ix.name, batch: 1000},
+		etlv1.ActionIndex), mirror)
+	r := &inProcess{cfg: esConfig(ix.url, db, ix.name), env: envOf(db), spec: spec, runID: "run-1",
+		opts: Options{CheckInterval: time.Nanosecond}}
+	r.rep = &fakeReporter{signal: func(n int) status.Signal {
+		if n >= 6 {
+			return status.Pause
+		}
+		return status.Continue
+	}}
+	requireOutcome(t, r.run(t), OutcomePaused, configv1.ExitOK)
+	if n := db.queryInt(t, `SELECT (full_checkpoint[1])::bigint FROM etl.etl_state`); n < 2000 {
+		t.Fatalf("the paused pass committed up to %d, want a few batches", n)
+	}
+
+	// The rebuild is lost; the pass started over fails in its first batch.
+	ix.must(t, http.MethodDelete, "/"+ix.name+"-run-1", "")
+	db.exec(t, `UPDATE src SET doc = '{"g": "not a number"}' WHERE id = 10`)
+	r.opts.CheckInterval = 0
+	r.rep = &fakeReporter{trigger: etlv1.TriggerResume}
+	requireOutcome(t, r.run(t), OutcomeFailed, configv1.ExitBusiness)
+
+	db.exec(t, `UPDATE src SET doc = '{"g": 10}' WHERE id = 10`)
+	r.rep = &fakeReporter{trigger: etlv1.TriggerResume}
+	requireOutcome(t, r.run(t), OutcomeIdle, configv1.ExitOK)
+	indexMatches(t, db, "src", ix)
+}
+
 // TestIncrementalRunsOfAMirrorPipelineWriteThroughItsAlias: before any rebuild, an Incremental
 // run of a pipeline with fullSync Mirror creates the alias on an index of its own instead of
 // letting Elasticsearch create a plain index of that name; the first rebuild replaces it.

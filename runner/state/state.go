@@ -405,6 +405,22 @@ func (s *Store) Advance(ctx context.Context, epoch int64, a Advance, also ...*St
 	return nil
 }
 
+// StartFullOver forgets the Full run's checkpoint, so that a runner that dies before the
+// run's first new batch commits resumes from the start too, not after a position of the pass
+// the sink lost. It writes only while epoch is current, else returns failure.ErrFenced.
+func (s *Store) StartFullOver(ctx context.Context, epoch int64) error {
+	tag, err := s.conn.Exec(ctx, `
+		UPDATE etl.etl_state SET full_columns = NULL, full_checkpoint = NULL, full_at = NULL
+		WHERE namespace = $1 AND name = $2 AND epoch = $3`, s.p.Namespace, s.p.Name, epoch)
+	if err != nil {
+		return fmt.Errorf("start the full run of pipeline %s over: %w", s.p, err)
+	}
+	if tag.RowsAffected() == 0 {
+		return fmt.Errorf("start the full run of pipeline %s over: %w", s.p, failure.ErrFenced)
+	}
+	return nil
+}
+
 // Sync copies the run's committed counters into its etl_runs row, so that a run that dies
 // without a report still shows how far it got.
 func (s *Store) Sync(ctx context.Context, epoch int64, runID string) error {
