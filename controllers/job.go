@@ -147,7 +147,11 @@ func effectiveSpec(spec *etlv1.ETLPipelineSpec, cfg *configv1.OperatorConfig) et
 	if target, err := etlv1.ParseTarget(s.Target.Name); err == nil {
 		s.Target.Connection = targetConnection(&s, cfg, target.Kind)
 		if target.Kind == etlv1.SinkElasticsearch && s.Target.Action == "" {
+			// A CDC change carries the whole row: its document replaces the old one.
 			s.Target.Action = etlv1.ActionUpdate
+			if s.Mode == etlv1.ModeCDC {
+				s.Target.Action = etlv1.ActionIndex
+			}
 		}
 	}
 	s.Target.Key = append([]string(nil), s.SinkKey()...)

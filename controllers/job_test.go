@@ -304,6 +304,15 @@ func TestBuildRunnerJob(t *testing.T) {
 				t.Errorf("action = %s", s.Target.Action)
 			}
 		}},
+		{"cdc into elasticsearch indexes whole documents", func() etlv1.ETLPipelineSpec {
+			s := cdcSpec()
+			s.Target = etlv1.TargetSpec{Name: "es:orders"}
+			return s
+		}, func(t *testing.T, job *batchv1.Job) {
+			if s := decodeSpec(t, job); s.Target.Action != etlv1.ActionIndex {
+				t.Errorf("a CDC pipeline into Elasticsearch runs with action %q, want Index", s.Target.Action)
+			}
+		}},
 		{"missing CRD defaults are filled", func() etlv1.ETLPipelineSpec {
 			s := legacySpec()
 			s.DesiredState, s.BatchSize, s.TransformTimeout, s.Retry = "", 0, nil, etlv1.RetrySpec{}

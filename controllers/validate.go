@@ -142,6 +142,10 @@ func invalidSpecMessages(spec *etlv1.ETLPipelineSpec) []string {
 		add("spec.target.action: applies only to an Elasticsearch target (es:<index>)")
 	}
 	cdc := spec.Mode == etlv1.ModeCDC
+	if cdc && spec.Target.Action == etlv1.ActionUpdate {
+		add("spec.target.action: Update does not apply to CDC mode: a change carries the whole row, and a row deleted and " +
+			"inserted again would be merged into the deleted row's document; CDC indexes whole documents (Index, the default)")
+	}
 	if len(spec.Tasks) > 0 {
 		seen := map[string]bool{}
 		for i, task := range spec.Tasks {

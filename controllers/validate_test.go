@@ -73,6 +73,12 @@ func TestValidateSpec(t *testing.T) {
 			s.Source.Columns = []string{"id", "tenant", "total"}
 		}},
 		{name: "cdc into elasticsearch", base: cdcSpec, mutate: func(s *etlv1.ETLPipelineSpec) { s.Target = etlv1.TargetSpec{Name: "es:orders"} }},
+		{name: "cdc into elasticsearch with Index", base: cdcSpec, mutate: func(s *etlv1.ETLPipelineSpec) {
+			s.Target = etlv1.TargetSpec{Name: "es:orders", Action: etlv1.ActionIndex}
+		}},
+		{"cdc into elasticsearch with Update", func(s *etlv1.ETLPipelineSpec) {
+			s.Target = etlv1.TargetSpec{Name: "es:orders", Action: etlv1.ActionUpdate}
+		}, cdcSpec, etlv1.ReasonInvalidSpec, "spec.target.action: Update does not apply to CDC mode"},
 		{"cdc without a table", func(s *etlv1.ETLPipelineSpec) { s.Source.Table = "" }, cdcSpec, etlv1.ReasonInvalidSpec, "spec.source.table: required when mode is CDC"},
 		{"cdc with a query", func(s *etlv1.ETLPipelineSpec) { s.Source.Query = "SELECT 1" }, cdcSpec, etlv1.ReasonInvalidSpec, "spec.source.query: a CDC pipeline reads source.table"},
 		{"cdc with an sql task", func(s *etlv1.ETLPipelineSpec) {

@@ -64,9 +64,21 @@ func planCDC(p *plan, bad func(string, ...any)) {
 	if len(spec.Target.Key) > 0 && !slices.Equal(spec.Target.Key, spec.Source.Cursor.KeyColumns) {
 		bad("target.key does not apply to CDC mode: the sink key is the table's key (source.cursor.keyColumns), by which deletes are applied")
 	}
+	if strings.HasPrefix(spec.Target.Name, "es:") {
+		switch spec.Target.Action {
+		case "":
+			spec.Target.Action = etlv1.ActionIndex
+		case etlv1.ActionUpdate:
+			bad(cdcUpdateRefusal)
+		}
+	}
 	p.cdc = &cdcPlan{table: configv1.QualifiedTable(spec.Source.Table), columns: spec.Source.Columns, bounded: spec.Schedule != ""}
 	p.query = copyQuery(p.cdc.table, p.cdc.columns)
 }
+
+// cdcUpdateRefusal is why a CDC pipeline does not write to Elasticsearch with bulk update.
+const cdcUpdateRefusal = "target.action Update does not apply to CDC mode: a change carries the whole row, and a row " +
+	"deleted and inserted again would be merged into the deleted row's document; CDC indexes whole documents (Index, the default)"
 
 // copyQuery is the initial copy's reader query.
 func copyQuery(table string, columns []string) string {

@@ -283,3 +283,37 @@ func TestMakePlanChecksGrants(t *testing.T) {
 		})
 	}
 }
+
+// A CDC pipeline into Elasticsearch indexes whole documents: Index by default, Update refused.
+func TestPlanCDCIntoElasticsearchIndexesWholeDocuments(t *testing.T) {
+	main := &testDB{name: "main", dsn: "postgres://main"}
+	cfg := esConfig("http://127.0.0.1:1", main, "items")
+	env := envOf(main)
+	lookup := func(k string) (string, bool) { v, ok := env[k]; return v, ok }
+	for _, tc := range []struct {
+		action etlv1.ElasticsearchAction
+		want   etlv1.ElasticsearchAction
+		err    string
+	}{
+		{"", etlv1.ActionIndex, ""},
+		{etlv1.ActionIndex, etlv1.ActionIndex, ""},
+		{etlv1.ActionUpdate, "", "target.action Update does not apply to CDC mode"},
+	} {
+		t.Run(string(tc.action), func(t *testing.T) {
+			spec := cdcSpec(t, "es:items", "", 100, false, func(s map[string]any) {
+				if tc.action != "" {
+					s["target"].(map[string]any)["action"] = tc.action
+				}
+			})
+			p, err := makePlan(cfg, spec, "1", lookup)
+			switch {
+			case tc.err != "" && (err == nil || !strings.Contains(err.Error(), tc.err) || failure.Classify(err) != etlv1.ErrorBusiness):
+				t.Fatalf("makePlan = %v, want a business error containing %q", err, tc.err)
+			case tc.err == "" && err != nil:
+				t.Fatalf("makePlan: %v", err)
+			case tc.err == "" && p.spec.Target.Action != tc.want:
+				t.Fatalf("action %q, want %q", p.spec.Target.Action, tc.want)
+			}
+		})
+	}
+}

@@ -59,6 +59,7 @@ const (
 // +kubebuilder:validation:XValidation:rule="self.mode == 'CDC' || (!has(self.source.table) && !has(self.source.columns))",message="source.table and source.columns apply only to CDC mode",fieldPath=".source.table"
 // +kubebuilder:validation:XValidation:rule="self.mode != 'CDC' || (!has(self.source.query) && (!has(self.tasks) || self.tasks.all(t, !has(t.sql))))",message="a CDC pipeline reads source.table: source.query and sql tasks do not apply (python tasks do)",fieldPath=".source.query"
 // +kubebuilder:validation:XValidation:rule="self.mode != 'CDC' || !has(self.source.cursor.column)",message="source.cursor.column does not apply to CDC: the write-ahead log orders the changes; keyColumns name the table's primary key",fieldPath=".source.cursor.column"
+// +kubebuilder:validation:XValidation:rule="self.mode != 'CDC' || !has(self.target.action) || self.target.action == 'Index'",message="target.action Update does not apply to CDC mode: a change carries the whole row, and a row deleted and inserted again would be merged into the deleted row's document; CDC indexes whole documents (Index, the default)",fieldPath=".target.action"
 // +kubebuilder:validation:XValidation:rule="!has(self.target.action) || self.target.name.startsWith('es:')",message="target.action applies only to an Elasticsearch target (es:<index>)",fieldPath=".target.action"
 // +kubebuilder:validation:XValidation:rule="self.mode == 'Incremental' || !has(self.source.cursor.lag)",message="source.cursor.lag applies only to Incremental mode: a Full run reads the whole source",fieldPath=".source.cursor.lag"
 // +kubebuilder:validation:XValidation:rule="!has(self.target.deleteWhen) || (!(self.target.deleteWhen.column in self.source.cursor.keyColumns) && (!has(self.source.cursor.column) || self.target.deleteWhen.column != self.source.cursor.column) && (!has(self.target.key) || !(self.target.deleteWhen.column in self.target.key)))",message="target.deleteWhen.column must be a column of its own, not the cursor or a key column",fieldPath=".target.deleteWhen.column"
@@ -277,7 +278,8 @@ type TargetSpec struct {
 	Key []string `json:"key,omitempty"`
 
 	// Action is the Elasticsearch bulk action: Update (default; `update` with doc_as_upsert,
-	// merging into the existing document) or Index (replace the whole document; cheaper).
+	// merging into the existing document) or Index (replace the whole document; cheaper). A
+	// CDC pipeline indexes whole documents: Index is its default and its only action.
 	// +optional
 	Action ElasticsearchAction `json:"action,omitempty"`
 
