@@ -18,9 +18,16 @@ import (
 // condition Progressing=False, reason ProgressDeadlineExceeded, and a Warning event. The
 // condition goes when a batch commits again or the run ends.
 
+// A CDC run that streams an idle table commits nothing for as long as the source writes
+// nothing, and moves its checkpoint only when the server's WAL moves: its runner's look at
+// the slot (status.replication.observedTime, every few seconds while the stream loop turns)
+// is its progress too. A runner stuck in a write or a transform stops looking, so it is
+// still marked.
+
 // stalledFor returns how long a claimed run has committed nothing at now, and whether that is
-// past deadline. Its last progress is the later of the run's start and the checkpoint's
-// commit time. Pure, so it is table-tested.
+// past deadline. Its last progress is the latest of the run's start, the checkpoint's commit
+// time and, for a CDC run streaming, the runner's last look at its slot. Pure, so it is
+// table-tested.
 func stalledFor(st *etlv1.ETLPipelineStatus, deadline time.Duration, now time.Time) (time.Time, time.Duration, bool) {
 	if (st.Phase != etlv1.PhaseRunning && st.Phase != etlv1.PhasePauseRequested) || st.Run == nil || st.Run.StartTime == nil {
 		return time.Time{}, 0, false
@@ -28,6 +35,9 @@ func stalledFor(st *etlv1.ETLPipelineStatus, deadline time.Duration, now time.Ti
 	last := st.Run.StartTime.Time
 	if cp := st.Checkpoint; cp != nil && cp.Time != nil && cp.Time.After(last) {
 		last = cp.Time.Time
+	}
+	if r := st.Replication; r != nil && r.Phase == etlv1.ReplicationStreaming && r.ObservedTime != nil && r.ObservedTime.After(last) {
+		last = r.ObservedTime.Time
 	}
 	idle := now.Sub(last)
 	return last, idle, idle >= deadline

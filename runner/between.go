@@ -65,8 +65,9 @@ func (e *executor) progressNow() status.Progress {
 
 func (e *executor) progress(ctx context.Context, s *session) {
 	e.lastProgress = time.Now()
-	// The first report carries the conditions set when the session opened.
-	if e.batches == 0 && e.reported {
+	// The first report carries the conditions set when the session opened. A CDC run reports
+	// on: its look at the slot is its progress while it streams an idle table.
+	if e.batches == 0 && e.reported && e.cdc == nil {
 		return
 	}
 	cctx, cancel := context.WithTimeout(ctx, statusTimeout)

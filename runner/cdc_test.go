@@ -18,6 +18,7 @@ import (
 	etlv1 "github.com/sluice-dev/sluice/api/v1alpha1"
 	"github.com/sluice-dev/sluice/runner/source/cdc"
 	"github.com/sluice-dev/sluice/runner/state"
+	"github.com/sluice-dev/sluice/runner/status"
 )
 
 // cdcSpec is the spec of a CDC pipeline on table src; bounded gives it a schedule (a run
@@ -300,5 +301,46 @@ func TestCDCConvergesUnderConcurrentWriters(t *testing.T) {
 			}
 			sinkMatchesSource(t, main, dst, "items")
 		})
+	}
+}
+
+// A continuous CDC run on a table nobody writes commits nothing, yet it keeps reporting its
+// look at the slot: that is what tells the manager's progress deadline it is alive.
+func TestIdleCDCStreamKeepsReportingItsSlot(t *testing.T) {
+	if testing.Short() {
+		t.Skip("streams an idle table for longer than a slot inspection interval")
+	}
+	main := newTestDB(t, "main")
+	dropSlotsAtCleanup(t, main)
+	createSource(t, main, 100)
+	createTarget(t, main, "items")
+	// A scheduled run copies the table; the continuous run after it has nothing to apply.
+	r := &inProcess{cfg: testConfig(main), env: envOf(main), spec: cdcSpec(t, "analytics.items", "", 100, true, nil),
+		pipeline: state.Pipeline{Namespace: "tenant", Name: "items", UID: "uid-1"}}
+	requireOutcome(t, r.run(t), OutcomeIdle, configv1.ExitOK)
+	r.spec, r.runID = cdcSpec(t, "analytics.items", "", 100, false, nil), "run-2"
+	var streaming time.Time
+	r.rep = &fakeReporter{signal: func(int) status.Signal {
+		if streaming.IsZero() {
+			streaming = time.Now()
+		}
+		if time.Since(streaming) > cdcInspectEvery+3*time.Second {
+			return status.Pause
+		}
+		return status.Continue
+	}}
+	requireOutcome(t, r.run(t), OutcomePaused, configv1.ExitOK)
+	var first, last time.Time
+	for _, p := range r.rep.progress {
+		if rs := p.Replication; rs != nil && rs.Phase == etlv1.ReplicationStreaming && rs.ObservedTime != nil {
+			if first.IsZero() {
+				first = rs.ObservedTime.Time
+			}
+			last = rs.ObservedTime.Time
+		}
+	}
+	if first.IsZero() || last.Sub(first) < cdcInspectEvery-time.Second {
+		t.Fatalf("the idle stream reported slot looks from %v to %v, want them spanning an inspection interval (%d reports)",
+			first, last, len(r.rep.progress))
 	}
 }
