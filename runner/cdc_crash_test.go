@@ -64,6 +64,7 @@ func watchSlot(ctx context.Context, t *testing.T, db *testDB, p state.Pipeline) 
 // the end the sink equals the source by count and checksum (every document, for
 // Elasticsearch), and the slot never confirmed a position past the committed checkpoint.
 func TestKilledCDCRunnersStayExact(t *testing.T) {
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("builds the binary and runs it many times")
 	}

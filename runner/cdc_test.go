@@ -307,6 +307,7 @@ func TestCDCConvergesUnderConcurrentWriters(t *testing.T) {
 // A continuous CDC run on a table nobody writes commits nothing, yet it keeps reporting its
 // look at the slot: that is what tells the manager's progress deadline it is alive.
 func TestIdleCDCStreamKeepsReportingItsSlot(t *testing.T) {
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("streams an idle table for longer than a slot inspection interval")
 	}
