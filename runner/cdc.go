@@ -473,6 +473,13 @@ func (e *executor) startStream(ctx context.Context, s *session) error {
 	if !ok {
 		return fmt.Errorf("cdc: checkpoint %v is not a WAL position", e.after)
 	}
+	// This runner holds the pipeline's claim: a walsender still streaming its slot serves a
+	// runner that lost it.
+	if released, err := cdc.ReleaseSlot(ctx, s.src, e.cdc.slot, 10*time.Second); err != nil {
+		return err
+	} else if released {
+		e.log.Warn("ended the walsender of an earlier runner that still held the replication slot", "slot", e.cdc.slot)
+	}
 	st, err := cdc.Start(ctx, s.repl, from, cdc.StreamOptions{
 		Slot: e.cdc.slot, Publication: e.cdc.publication, Table: e.pl.cdc.table,
 		Columns: s.reader.Columns(), Keys: e.pl.keys, TypeMap: s.src.TypeMap(),

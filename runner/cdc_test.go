@@ -345,3 +345,46 @@ func TestIdleCDCStreamKeepsReportingItsSlot(t *testing.T) {
 			first, last, len(r.rep.progress))
 	}
 }
+
+// An earlier runner whose connection is still open (its node went away, say) keeps streaming
+// the slot: the runner that claimed the pipeline ends that walsender and streams.
+func TestCDCTakesTheSlotFromAnEarlierRunner(t *testing.T) {
+	t.Parallel()
+	main := newTestDB(t, "main")
+	dropSlotsAtCleanup(t, main)
+	createSource(t, main, 300)
+	createTarget(t, main, "items")
+	spec := cdcSpec(t, "analytics.items", "", 100, true, nil)
+	r := &inProcess{cfg: testConfig(main), env: envOf(main), spec: spec,
+		pipeline: state.Pipeline{Namespace: "tenant", Name: "items", UID: "uid-1"}}
+	requireOutcome(t, r.run(t), OutcomeIdle, configv1.ExitOK)
+
+	slot, _ := slotOf(t, main, r.cfg, r.env, r.pipeline, spec)
+	ctx := context.Background()
+	held, err := cdc.ConnectReplication(ctx, main.dsn, "an-earlier-runner")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = held.Close(ctx) }()
+	if err := pglogrepl.StartReplication(ctx, held, slot, checkpointLSNOf(t, main, r.pipeline),
+		pglogrepl.StartReplicationOptions{PluginArgs: []string{"proto_version '1'", "publication_names '" + publicationOf(t, main) + "'"}}); err != nil {
+		t.Fatalf("start the earlier runner's stream: %v", err)
+	}
+	if n := main.queryInt(t, `SELECT count(*) FROM pg_replication_slots WHERE slot_name = $1 AND active`, slot); n != 1 {
+		t.Fatalf("the earlier runner does not hold the slot")
+	}
+	main.exec(t, `INSERT INTO src SELECT g, now(), 'new', 1, '{}' FROM generate_series(1000, 1099) g`)
+	r.runID, r.rep = "run-2", nil
+	requireOutcome(t, r.run(t), OutcomeIdle, configv1.ExitOK)
+	sinkMatchesSource(t, main, main, "items")
+}
+
+// publicationOf returns the test database's only publication.
+func publicationOf(t *testing.T, db *testDB) string {
+	t.Helper()
+	var name string
+	if err := db.conn.QueryRow(context.Background(), `SELECT pubname FROM pg_publication`).Scan(&name); err != nil {
+		t.Fatalf("publication: %v", err)
+	}
+	return name
+}

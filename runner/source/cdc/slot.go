@@ -100,6 +100,48 @@ func DropSlot(ctx context.Context, conn *pgconn.PgConn, slot string) error {
 	return nil
 }
 
+// ReleaseSlot ends the walsender that still streams a slot for an earlier runner of the
+// pipeline (a pod whose node went away keeps its connection until wal_sender_timeout), and
+// waits, up to wait, for the slot to be free. Only the runner that claimed the pipeline calls
+// it, so the holder is a runner that lost its claim: its commits are fenced already. A role
+// that may not signal the holder leaves it: starting the stream then fails as a retried
+// infrastructure error until the server lets go.
+func ReleaseSlot(ctx context.Context, conn *pgx.Conn, slot string, wait time.Duration) (released bool, err error) {
+	var pid *int32
+	err = conn.QueryRow(ctx, `SELECT active_pid FROM pg_replication_slots
+		WHERE slot_name = $1 AND database = current_database() AND active AND active_pid <> pg_backend_pid()`, slot).Scan(&pid)
+	if errors.Is(err, pgx.ErrNoRows) || (err == nil && pid == nil) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("cdc: read the holder of replication slot %s: %w", slot, err)
+	}
+	var pgErr *pgconn.PgError
+	if _, err := conn.Exec(ctx, "SELECT pg_terminate_backend($1)", *pid); err != nil {
+		if errors.As(err, &pgErr) && pgErr.Code == "42501" { // insufficient_privilege
+			return false, nil
+		}
+		return false, fmt.Errorf("cdc: end the walsender %d that holds replication slot %s: %w", *pid, slot, err)
+	}
+	deadline := time.Now().Add(wait)
+	for {
+		var active bool
+		err := conn.QueryRow(ctx, `SELECT coalesce((SELECT active FROM pg_replication_slots
+			WHERE slot_name = $1 AND database = current_database()), false)`, slot).Scan(&active)
+		if err != nil {
+			return true, fmt.Errorf("cdc: read replication slot %s: %w", slot, err)
+		}
+		if !active || time.Now().After(deadline) {
+			return true, nil
+		}
+		select {
+		case <-ctx.Done():
+			return true, ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
 // DropPublication drops a publication if it exists.
 func DropPublication(ctx context.Context, conn *pgconn.PgConn, publication string) error {
 	if _, err := conn.Exec(ctx, "DROP PUBLICATION IF EXISTS "+pgx.Identifier{publication}.Sanitize()).ReadAll(); err != nil {
