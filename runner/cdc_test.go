@@ -100,6 +100,9 @@ func checkpointLSNOf(t *testing.T, db *testDB, p state.Pipeline) pglogrepl.LSN {
 	return 0
 }
 
+// The tests of this file give each pipeline a UID of its own: slot names are the server's, not
+// a database's, and parallel tests share the server.
+
 func TestCDCCopiesThenStreamsInsertsUpdatesAndDeletes(t *testing.T) {
 	for _, tp := range topologies {
 		t.Run(tp.name, func(t *testing.T) {
@@ -317,29 +320,22 @@ func TestIdleCDCStreamKeepsReportingItsSlot(t *testing.T) {
 	createTarget(t, main, "items")
 	// A scheduled run copies the table; the continuous run after it has nothing to apply.
 	r := &inProcess{cfg: testConfig(main), env: envOf(main), spec: cdcSpec(t, "analytics.items", "", 100, true, nil),
-		pipeline: state.Pipeline{Namespace: "tenant", Name: "items", UID: "uid-1"}}
+		pipeline: state.Pipeline{Namespace: "tenant", Name: "items", UID: "uid-idle"}}
 	requireOutcome(t, r.run(t), OutcomeIdle, configv1.ExitOK)
 	r.spec, r.runID = cdcSpec(t, "analytics.items", "", 100, false, nil), "run-2"
-	var streaming time.Time
-	r.rep = &fakeReporter{signal: func(int) status.Signal {
-		if streaming.IsZero() {
-			streaming = time.Now()
-		}
-		if time.Since(streaming) > cdcInspectEvery+3*time.Second {
+	// Paused once two reports carry different looks at the slot, or after a minute.
+	start := time.Now()
+	rep := &fakeReporter{}
+	rep.signal = func(int) status.Signal { // called with rep.mu held
+		first, last := slotLooks(rep.progress)
+		if (!first.IsZero() && last.After(first)) || time.Since(start) > time.Minute {
 			return status.Pause
 		}
 		return status.Continue
-	}}
-	requireOutcome(t, r.run(t), OutcomePaused, configv1.ExitOK)
-	var first, last time.Time
-	for _, p := range r.rep.progress {
-		if rs := p.Replication; rs != nil && rs.Phase == etlv1.ReplicationStreaming && rs.ObservedTime != nil {
-			if first.IsZero() {
-				first = rs.ObservedTime.Time
-			}
-			last = rs.ObservedTime.Time
-		}
 	}
+	r.rep = rep
+	requireOutcome(t, r.run(t), OutcomePaused, configv1.ExitOK)
+	first, last := slotLooks(r.rep.progress)
 	if first.IsZero() || last.Sub(first) < cdcInspectEvery-time.Second {
 		t.Fatalf("the idle stream reported slot looks from %v to %v, want them spanning an inspection interval (%d reports)",
 			first, last, len(r.rep.progress))
@@ -356,7 +352,7 @@ func TestCDCTakesTheSlotFromAnEarlierRunner(t *testing.T) {
 	createTarget(t, main, "items")
 	spec := cdcSpec(t, "analytics.items", "", 100, true, nil)
 	r := &inProcess{cfg: testConfig(main), env: envOf(main), spec: spec,
-		pipeline: state.Pipeline{Namespace: "tenant", Name: "items", UID: "uid-1"}}
+		pipeline: state.Pipeline{Namespace: "tenant", Name: "items", UID: "uid-takeover"}}
 	requireOutcome(t, r.run(t), OutcomeIdle, configv1.ExitOK)
 
 	slot, _ := slotOf(t, main, r.cfg, r.env, r.pipeline, spec)
@@ -377,6 +373,20 @@ func TestCDCTakesTheSlotFromAnEarlierRunner(t *testing.T) {
 	r.runID, r.rep = "run-2", nil
 	requireOutcome(t, r.run(t), OutcomeIdle, configv1.ExitOK)
 	sinkMatchesSource(t, main, main, "items")
+}
+
+// slotLooks returns the first and the last look at the slot that progress reports carry
+// while streaming.
+func slotLooks(reports []status.Progress) (first, last time.Time) {
+	for _, p := range reports {
+		if rs := p.Replication; rs != nil && rs.Phase == etlv1.ReplicationStreaming && rs.ObservedTime != nil {
+			if first.IsZero() {
+				first = rs.ObservedTime.Time
+			}
+			last = rs.ObservedTime.Time
+		}
+	}
+	return first, last
 }
 
 // publicationOf returns the test database's only publication.
