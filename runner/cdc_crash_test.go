@@ -105,6 +105,19 @@ func TestKilledCDCRunnersStayExact(t *testing.T) {
 			wctx, stopWriters := context.WithCancel(ctx)
 			wait := cdcWriters(wctx, t, main, 3)
 			copyKills, streamKills := killDuringCopy(t, bin, renv, args, main, p, 4, uint64(100+i))
+			// One runner finishes the copy, so that the kills below find the stream.
+			if checkpointLSNOf(t, main, p) == 0 {
+				r := startRunner(t, bin, renv, args...)
+				for deadline := time.Now().Add(2 * time.Minute); checkpointLSNOf(t, main, p) == 0; {
+					if time.Now().After(deadline) {
+						t.Fatalf("the copy did not finish; the runner's log:\n%s", r.log)
+					}
+					time.Sleep(20 * time.Millisecond)
+				}
+				_ = r.cmd.Process.Kill()
+				<-r.done
+				streamKills++
+			}
 			phase := func(*runnerProcess) func() {
 				if checkpointLSNOf(t, main, p) == 0 {
 					copyKills++
