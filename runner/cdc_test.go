@@ -398,3 +398,50 @@ func publicationOf(t *testing.T, db *testDB) string {
 	}
 	return name
 }
+
+// The forget Job of a deleted pipeline drops its slot even while an earlier runner's
+// walsender still streams it: the Job holds the pipeline's lock, so the holder lost its claim.
+func TestForgetDropsTheSlotAnEarlierRunnerStillHolds(t *testing.T) {
+	t.Parallel()
+	main := newTestDB(t, "main")
+	dropSlotsAtCleanup(t, main)
+	createSource(t, main, 200)
+	createTarget(t, main, "items")
+	spec := cdcSpec(t, "analytics.items", "", 100, true, nil)
+	r := &inProcess{cfg: testConfig(main), env: envOf(main), spec: spec,
+		pipeline: state.Pipeline{Namespace: "tenant", Name: "items", UID: "uid-forget-held"}}
+	requireOutcome(t, r.run(t), OutcomeIdle, configv1.ExitOK)
+
+	slot, _ := slotOf(t, main, r.cfg, r.env, r.pipeline, spec)
+	publication := publicationOf(t, main)
+	ctx := context.Background()
+	held, err := cdc.ConnectReplication(ctx, main.dsn, "an-earlier-runner")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = held.Close(ctx) }()
+	if err := pglogrepl.StartReplication(ctx, held, slot, checkpointLSNOf(t, main, r.pipeline),
+		pglogrepl.StartReplicationOptions{PluginArgs: []string{"proto_version '1'", "publication_names '" + publication + "'"}}); err != nil {
+		t.Fatalf("start the earlier runner's stream: %v", err)
+	}
+	if n := main.queryInt(t, `SELECT count(*) FROM pg_replication_slots WHERE slot_name = $1 AND active`, slot); n != 1 {
+		t.Fatalf("the earlier runner does not hold the slot")
+	}
+
+	fctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	lookup := func(k string) (string, bool) { v, ok := r.env[k]; return v, ok }
+	if code := Forget(fctx, ForgetParams{Config: r.cfg, Pipeline: r.pipeline, LookupEnv: lookup}); code != configv1.ExitOK {
+		t.Fatalf("Forget exit %d, want %d (slot active: %d)", code, configv1.ExitOK,
+			main.queryInt(t, `SELECT count(*) FROM pg_replication_slots WHERE slot_name = $1 AND active`, slot))
+	}
+	if n := main.queryInt(t, `SELECT count(*) FROM pg_replication_slots WHERE slot_name = $1`, slot); n != 0 {
+		t.Fatalf("the slot %s is still there", slot)
+	}
+	if n := main.queryInt(t, `SELECT count(*) FROM pg_publication WHERE pubname = $1`, publication); n != 0 {
+		t.Fatalf("the publication %s is still there", publication)
+	}
+	if n := main.queryInt(t, `SELECT count(*) FROM etl.etl_slots`); n != 0 {
+		t.Fatalf("etl.etl_slots keeps %d rows", n)
+	}
+}

@@ -110,6 +110,9 @@ func forgetSlots(ctx context.Context, p ForgetParams, store *state.Store) error 
 				"slot", r.Slot, "connection", r.Connection)
 			continue
 		}
+		if err := releaseSlot(ctx, p, r, dsn); err != nil {
+			return err
+		}
 		repl, err := cdc.ConnectReplication(ctx, dsn, appName(p.Pipeline))
 		if err != nil {
 			return err
@@ -128,4 +131,21 @@ func forgetSlots(ctx context.Context, p ForgetParams, store *state.Store) error 
 		log.Info("replication slot of the deleted pipeline dropped", "slot", r.Slot, "publication", r.Publication)
 	}
 	return nil
+}
+
+// releaseSlot ends a walsender that still streams the slot for a runner of the deleted
+// pipeline (a pod whose node went away keeps its connection until wal_sender_timeout): the
+// Job holds the pipeline's lock, so that runner lost its claim and commits nothing more.
+// Without it, dropping the slot would wait for that connection to go.
+func releaseSlot(ctx context.Context, p ForgetParams, r state.SlotRecord, dsn string) error {
+	conn, err := connect(ctx, r.Connection, dsn, appName(p.Pipeline), false, p.Config.Runner.Postgres.SessionParams())
+	if err != nil {
+		return err
+	}
+	defer func() { _ = conn.Close(context.WithoutCancel(ctx)) }()
+	released, err := cdc.ReleaseSlot(ctx, conn, r.Slot, 10*time.Second)
+	if released && p.Log != nil {
+		p.Log.Warn("ended the walsender of a runner that still held the replication slot", "slot", r.Slot)
+	}
+	return err
 }
