@@ -355,24 +355,34 @@ func TestCDCTakesTheSlotFromAnEarlierRunner(t *testing.T) {
 		pipeline: state.Pipeline{Namespace: "tenant", Name: "items", UID: "uid-takeover"}}
 	requireOutcome(t, r.run(t), OutcomeIdle, configv1.ExitOK)
 
-	slot, _ := slotOf(t, main, r.cfg, r.env, r.pipeline, spec)
-	ctx := context.Background()
-	held, err := cdc.ConnectReplication(ctx, main.dsn, "an-earlier-runner")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = held.Close(ctx) }()
-	if err := pglogrepl.StartReplication(ctx, held, slot, checkpointLSNOf(t, main, r.pipeline),
-		pglogrepl.StartReplicationOptions{PluginArgs: []string{"proto_version '1'", "publication_names '" + publicationOf(t, main) + "'"}}); err != nil {
-		t.Fatalf("start the earlier runner's stream: %v", err)
-	}
-	if n := main.queryInt(t, `SELECT count(*) FROM pg_replication_slots WHERE slot_name = $1 AND active`, slot); n != 1 {
-		t.Fatalf("the earlier runner does not hold the slot")
-	}
+	holdSlot(t, main, r, spec)
 	main.exec(t, `INSERT INTO src SELECT g, now(), 'new', 1, '{}' FROM generate_series(1000, 1099) g`)
 	r.runID, r.rep = "run-2", nil
 	requireOutcome(t, r.run(t), OutcomeIdle, configv1.ExitOK)
 	sinkMatchesSource(t, main, main, "items")
+}
+
+// holdSlot streams the pipeline's slot from a connection of its own, as an earlier runner
+// whose connection is still open would, until the test ends. It returns the slot and the
+// publication.
+func holdSlot(t *testing.T, db *testDB, r *inProcess, spec string) (slot, publication string) {
+	t.Helper()
+	slot, _ = slotOf(t, db, r.cfg, r.env, r.pipeline, spec)
+	publication = publicationOf(t, db)
+	ctx := context.Background()
+	held, err := cdc.ConnectReplication(ctx, db.dsn, "an-earlier-runner")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = held.Close(ctx) })
+	if err := pglogrepl.StartReplication(ctx, held, slot, checkpointLSNOf(t, db, r.pipeline),
+		pglogrepl.StartReplicationOptions{PluginArgs: []string{"proto_version '1'", "publication_names '" + publication + "'"}}); err != nil {
+		t.Fatalf("start the earlier runner's stream: %v", err)
+	}
+	if n := db.queryInt(t, `SELECT count(*) FROM pg_replication_slots WHERE slot_name = $1 AND active`, slot); n != 1 {
+		t.Fatalf("the earlier runner does not hold the slot")
+	}
+	return slot, publication
 }
 
 // slotLooks returns the first and the last look at the slot that progress reports carry
@@ -412,23 +422,9 @@ func TestForgetDropsTheSlotAnEarlierRunnerStillHolds(t *testing.T) {
 		pipeline: state.Pipeline{Namespace: "tenant", Name: "items", UID: "uid-forget-held"}}
 	requireOutcome(t, r.run(t), OutcomeIdle, configv1.ExitOK)
 
-	slot, _ := slotOf(t, main, r.cfg, r.env, r.pipeline, spec)
-	publication := publicationOf(t, main)
-	ctx := context.Background()
-	held, err := cdc.ConnectReplication(ctx, main.dsn, "an-earlier-runner")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = held.Close(ctx) }()
-	if err := pglogrepl.StartReplication(ctx, held, slot, checkpointLSNOf(t, main, r.pipeline),
-		pglogrepl.StartReplicationOptions{PluginArgs: []string{"proto_version '1'", "publication_names '" + publication + "'"}}); err != nil {
-		t.Fatalf("start the earlier runner's stream: %v", err)
-	}
-	if n := main.queryInt(t, `SELECT count(*) FROM pg_replication_slots WHERE slot_name = $1 AND active`, slot); n != 1 {
-		t.Fatalf("the earlier runner does not hold the slot")
-	}
+	slot, publication := holdSlot(t, main, r, spec)
 
-	fctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	fctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	lookup := func(k string) (string, bool) { v, ok := r.env[k]; return v, ok }
 	if code := Forget(fctx, ForgetParams{Config: r.cfg, Pipeline: r.pipeline, LookupEnv: lookup}); code != configv1.ExitOK {

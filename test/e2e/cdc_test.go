@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"strings"
 	"time"
@@ -10,7 +9,6 @@ import (
 	"github.com/jackc/pgx/v5"
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
-	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	etlv1 "github.com/sluice-dev/sluice/api/v1alpha1"
@@ -44,28 +42,12 @@ spec:
 // into analytics.<table> (allowedTargets) until the spec ends.
 func allowCDCForSpec(table string) {
 	GinkgoHelper()
-	cm := &corev1.ConfigMap{}
-	Expect(getJSON(cm, "configmap", "sluice-config", "-n", operatorNamespace)).To(Succeed())
-	original := cm.Data["config.yaml"]
-	Expect(original).To(ContainSubstring("postgresTables: ["))
 	conn := "  - name: " + connection + "\n"
-	Expect(original).To(ContainSubstring(conn))
-	patch := func(config string) string {
-		js, err := json.Marshal(map[string]any{"data": map[string]string{"config.yaml": config}})
-		Expect(err).NotTo(HaveOccurred())
-		return string(js)
-	}
-	DeferCleanup(func() {
-		_, _ = kubectl("patch", "configmap", "sluice-config", "-n", operatorNamespace, "--type", "merge", "-p", patch(original))
+	editConfigForSpec(func(config string) string {
+		Expect(config).To(ContainSubstring(conn))
+		config = strings.Replace(config, "postgresTables: [", "postgresTables: [analytics."+table+", ", 1)
+		return strings.Replace(config, conn, conn+"    replicationTables: [public."+table+"]\n", 1)
 	})
-	changed := strings.Replace(original, "postgresTables: [", "postgresTables: [analytics."+table+", ", 1)
-	changed = strings.Replace(changed, conn, conn+"    replicationTables: [public."+table+"]\n", 1)
-	reloads := configReloads()
-	mustKubectl("patch", "configmap", "sluice-config", "-n", operatorNamespace, "--type", "merge", "-p", patch(changed))
-	// A pipeline applied before the manager reloaded would be refused first, then run with
-	// trigger ConfigChanged: the spec waits for the reload.
-	Eventually(configReloads).WithTimeout(30*time.Second).WithPolling(200*time.Millisecond).
-		Should(BeNumerically(">", reloads), "the manager reloads its configuration")
 }
 
 // configReloads counts the manager's "operator configuration reloaded" log lines.
@@ -172,17 +154,9 @@ var _ = Describe("A CDC pipeline on the local cluster", func() {
 	BeforeEach(func() { ns = newNamespace() })
 
 	JustAfterEach(func() {
+		dumpIfFailed(ns, []string{"logs", "-n", operatorNamespace, "-l", etlv1.LabelPipelineNamespace + "=" + ns, "--prefix", "--tail=100"})
 		if !CurrentSpecReport().Failed() {
 			return
-		}
-		for _, args := range [][]string{
-			{"get", "etlpipelines", "-n", ns, "-o", "yaml"},
-			{"get", "jobs,pods", "-n", operatorNamespace, "-o", "wide"},
-			{"logs", "-n", operatorNamespace, "-l", etlv1.LabelPipelineNamespace + "=" + ns, "--prefix", "--tail=100"},
-			{"logs", "-n", operatorNamespace, "deployment/sluice-manager", "--tail=100"},
-		} {
-			out, err := kubectl(args...)
-			_, _ = fmt.Fprintf(GinkgoWriter, "--- kubectl %s\n%s%v\n", strings.Join(args, " "), out, err)
 		}
 		if out, err := queryInt(`SELECT count(*) FROM pg_replication_slots`); err == nil {
 			_, _ = fmt.Fprintf(GinkgoWriter, "--- replication slots on the server: %d\n", out)

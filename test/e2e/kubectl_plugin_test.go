@@ -52,10 +52,22 @@ func kubectlSluice(plugins string, args ...string) (string, string, int) {
 // whitelistForSpec adds analytics.<table> to the operator's ConfigMap until the spec ends.
 func whitelistForSpec(table string) {
 	GinkgoHelper()
+	editConfigForSpec(func(config string) string {
+		return strings.Replace(config, "postgresTables: [", "postgresTables: [analytics."+table+", ", 1)
+	})
+}
+
+// editConfigForSpec changes the operator's configuration (config.yaml of its ConfigMap) with
+// edit until the spec ends, and waits for the manager to reload it: a pipeline applied before
+// the reload would be refused first, then run again with trigger ConfigChanged.
+func editConfigForSpec(edit func(string) string) {
+	GinkgoHelper()
 	cm := &corev1.ConfigMap{}
 	Expect(getJSON(cm, "configmap", "sluice-config", "-n", operatorNamespace)).To(Succeed())
 	original := cm.Data["config.yaml"]
 	Expect(original).To(ContainSubstring("postgresTables: ["))
+	changed := edit(original)
+	Expect(changed).NotTo(Equal(original))
 	patch := func(config string) string {
 		js, err := json.Marshal(map[string]any{"data": map[string]string{"config.yaml": config}})
 		Expect(err).NotTo(HaveOccurred())
@@ -64,8 +76,10 @@ func whitelistForSpec(table string) {
 	DeferCleanup(func() {
 		_, _ = kubectl("patch", "configmap", "sluice-config", "-n", operatorNamespace, "--type", "merge", "-p", patch(original))
 	})
-	mustKubectl("patch", "configmap", "sluice-config", "-n", operatorNamespace, "--type", "merge", "-p",
-		patch(strings.Replace(original, "postgresTables: [", "postgresTables: [analytics."+table+", ", 1)))
+	reloads := configReloads()
+	mustKubectl("patch", "configmap", "sluice-config", "-n", operatorNamespace, "--type", "merge", "-p", patch(changed))
+	Eventually(configReloads).WithTimeout(30*time.Second).WithPolling(200*time.Millisecond).
+		Should(BeNumerically(">", reloads), "the manager reloads its configuration")
 }
 
 var _ = Describe("The kubectl sluice plugin", func() {

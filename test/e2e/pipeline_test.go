@@ -218,23 +218,27 @@ func runnerProcess(job string) (corev1.Pod, int) {
 	return pod, pid
 }
 
+// dumpIfFailed writes, after a failed spec, the namespace's pipelines, the operator's Jobs and
+// pods and the manager's log, then what the extra kubectl commands print.
+func dumpIfFailed(ns string, extra ...[]string) {
+	if !CurrentSpecReport().Failed() {
+		return
+	}
+	for _, args := range append([][]string{
+		{"get", "etlpipelines", "-n", ns, "-o", "yaml"},
+		{"get", "jobs,pods", "-n", operatorNamespace, "-o", "wide"},
+		{"logs", "-n", operatorNamespace, "deployment/sluice-manager", "--tail=100"},
+	}, extra...) {
+		out, err := kubectl(args...)
+		_, _ = fmt.Fprintf(GinkgoWriter, "--- kubectl %s\n%s%v\n", strings.Join(args, " "), out, err)
+	}
+}
+
 var _ = Describe("ETLPipelines on the local cluster", func() {
 	var ns string
 	BeforeEach(func() { ns = newNamespace() })
 
-	JustAfterEach(func() {
-		if !CurrentSpecReport().Failed() {
-			return
-		}
-		for _, args := range [][]string{
-			{"get", "etlpipelines", "-n", ns, "-o", "yaml"},
-			{"get", "jobs,pods", "-n", operatorNamespace, "-o", "wide"},
-			{"logs", "-n", operatorNamespace, "deployment/sluice-manager", "--tail=100"},
-		} {
-			out, err := kubectl(args...)
-			_, _ = fmt.Fprintf(GinkgoWriter, "--- kubectl %s\n%s%v\n", strings.Join(args, " "), out, err)
-		}
-	})
+	JustAfterEach(func() { dumpIfFailed(ns) })
 
 	It("runs the legacy sample into analytics.orders: Idle, Ready, the sink equal to the source query", func() {
 		// The sample runs every quarter hour too; keep a tick out of the spec.
