@@ -29,6 +29,14 @@ func esAlias(t *testing.T) *esIndex {
 	return ix
 }
 
+// template puts an index template for the alias's indexes: one shard, no replica, and the
+// mapping properties given.
+func (ix *esIndex) template(t *testing.T, properties string) {
+	t.Helper()
+	ix.must(t, http.MethodPut, "/_index_template/"+ix.name, `{"index_patterns":["`+ix.name+`-*"],"priority":500,
+		"template":{"settings":{"number_of_shards":1,"number_of_replicas":0},"mappings":{"properties":`+properties+`}}}`)
+}
+
 // behind returns the indexes behind the alias.
 func (ix *esIndex) behind(t *testing.T) []string {
 	t.Helper()
@@ -127,9 +135,7 @@ func TestMirrorRebuildsBehindTheAlias(t *testing.T) {
 	createSource(t, db, 30000)
 	ix := esAlias(t)
 	template := func(nameType string) {
-		ix.must(t, http.MethodPut, "/_index_template/"+ix.name, `{"index_patterns":["`+ix.name+`-*"],"priority":500,
-			"template":{"settings":{"number_of_shards":1,"number_of_replicas":0},
-			"mappings":{"properties":{"name":{"type":"`+nameType+`"},"doc":{"properties":{"big":{"type":"keyword"}}}}}}}`)
+		ix.template(t, `{"name":{"type":"`+nameType+`"},"doc":{"properties":{"big":{"type":"keyword"}}}}`)
 	}
 	template("keyword")
 	spec := withTarget(t, esSpec(t, specOpts{mode: etlv1.ModeFull, sourceConn: "main", target: "es:" + ix.name, batch: 1000},
@@ -279,9 +285,7 @@ func TestKilledMirrorRebuildsStayExact(t *testing.T) {
 	db := newTestDB(t, "main")
 	createSource(t, db, 100000)
 	ix := esAlias(t)
-	ix.must(t, http.MethodPut, "/_index_template/"+ix.name, `{"index_patterns":["`+ix.name+`-*"],"priority":500,
-		"template":{"settings":{"number_of_shards":1,"number_of_replicas":0},
-		"mappings":{"properties":{"doc":{"properties":{"big":{"type":"keyword"}}}}}}}`)
+	ix.template(t, `{"doc":{"properties":{"big":{"type":"keyword"}}}}`)
 	cfg := writeConfig(t, esConfig(ix.url, db, ix.name))
 	spec := withTarget(t, esSpec(t, specOpts{mode: etlv1.ModeFull, sourceConn: "main", target: "es:" + ix.name, batch: 1000,
 		attempts: 3, backoff: 200 * time.Millisecond}, etlv1.ActionIndex), mirror)
@@ -323,9 +327,7 @@ func TestMirrorPassStartedOverForgetsTheOldCheckpoint(t *testing.T) {
 	db := newTestDB(t, "main")
 	createSource(t, db, 20000)
 	ix := esAlias(t)
-	ix.must(t, http.MethodPut, "/_index_template/"+ix.name, `{"index_patterns":["`+ix.name+`-*"],"priority":500,
-		"template":{"settings":{"number_of_shards":1,"number_of_replicas":0},
-		"mappings":{"properties":{"doc":{"properties":{"big":{"type":"keyword"},"g":{"type":"long"}}}}}}}`)
+	ix.template(t, `{"doc":{"properties":{"big":{"type":"keyword"},"g":{"type":"long"}}}}`)
 	spec := withTarget(t, esSpec(t, specOpts{mode: etlv1.ModeFull, sourceConn: "main", target: "es:" + ix.name, batch: 1000},
 		etlv1.ActionIndex), mirror)
 	r := &inProcess{cfg: esConfig(ix.url, db, ix.name), env: envOf(db), spec: spec, runID: "run-1",
@@ -362,9 +364,7 @@ func TestIncrementalRunsOfAMirrorPipelineWriteThroughItsAlias(t *testing.T) {
 	db := newTestDB(t, "main")
 	createSource(t, db, 5000)
 	ix := esAlias(t)
-	ix.must(t, http.MethodPut, "/_index_template/"+ix.name, `{"index_patterns":["`+ix.name+`-*"],"priority":500,
-		"template":{"settings":{"number_of_shards":1,"number_of_replicas":0},
-		"mappings":{"properties":{"doc":{"properties":{"big":{"type":"keyword"}}}}}}}`)
+	ix.template(t, `{"doc":{"properties":{"big":{"type":"keyword"}}}}`)
 	inc := withTarget(t, esSpec(t, specOpts{sourceConn: "main", target: "es:" + ix.name, batch: 1000}, etlv1.ActionIndex), mirror)
 	r := &inProcess{cfg: esConfig(ix.url, db, ix.name), env: envOf(db), spec: inc}
 	requireOutcome(t, r.run(t), OutcomeIdle, configv1.ExitOK)
