@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"sort"
 	"strings"
 	"sync"
 	"testing"
@@ -112,8 +113,44 @@ func sinkMatchesSource(t *testing.T, src, dst *testDB, table string) {
 	ns, hs := digest(src, "src")
 	nd, hd := digest(dst, "analytics."+table)
 	if ns != nd || hs != hd {
-		t.Fatalf("sink differs from source: source %d rows (%s), sink %d rows (%s)", ns, hs, nd, hd)
+		t.Fatalf("sink differs from source: source %d rows (%s), sink %d rows (%s); %s", ns, hs, nd, hd,
+			rowDiff(t, src, dst, "analytics."+table))
 	}
+}
+
+// rowDiff says which rows of src differ from the sink's, for a failure message: at most 5.
+func rowDiff(t *testing.T, src, dst *testDB, sink string) string {
+	t.Helper()
+	rows := func(db *testDB, from string) map[int64]string {
+		r, err := db.conn.Query(context.Background(), `SELECT id, row(updated_at, name, amount, doc)::text FROM `+from)
+		if err != nil {
+			t.Fatalf("rows of %s: %v", from, err)
+		}
+		out := map[int64]string{}
+		for r.Next() {
+			var id int64
+			var v string
+			if err := r.Scan(&id, &v); err != nil {
+				t.Fatalf("rows of %s: %v", from, err)
+			}
+			out[id] = v
+		}
+		return out
+	}
+	a, b := rows(src, "src"), rows(dst, sink)
+	var diffs []string
+	for id, v := range a {
+		if w, ok := b[id]; !ok || w != v {
+			diffs = append(diffs, fmt.Sprintf("id %d: source %s, sink %q (present %v)", id, v, w, ok))
+		}
+	}
+	for id, w := range b {
+		if _, ok := a[id]; !ok {
+			diffs = append(diffs, fmt.Sprintf("id %d: not in the source, sink %s", id, w))
+		}
+	}
+	sort.Strings(diffs)
+	return fmt.Sprintf("%d rows differ: %v", len(diffs), diffs[:min(5, len(diffs))])
 }
 
 // testConfig is an operator configuration naming the given databases; the first is the state
