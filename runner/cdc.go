@@ -123,8 +123,8 @@ func checkpointLSN(after []string) (pglogrepl.LSN, bool) {
 // cdcRun is a CDC run's state across sessions.
 type cdcRun struct {
 	slot, publication string
-	// until is a bounded run's end: the source's WAL position when the run started.
-	until      pglogrepl.LSN
+	// until is a bounded run's end: the source's WAL insert position when the run started.
+	until      cdc.End
 	untilTaken bool
 	// consistent is the start of the slot this run created (0: not created by this run).
 	consistent pglogrepl.LSN
@@ -165,11 +165,7 @@ func (e *executor) openCDC(ctx context.Context, s *session) error {
 		return err
 	}
 	if !c.untilTaken && e.pl.cdc.bounded {
-		var lsn string
-		if err := s.src.QueryRow(ctx, "SELECT pg_current_wal_lsn()::text").Scan(&lsn); err != nil {
-			return fmt.Errorf("cdc: read the source's WAL position: %w", err)
-		}
-		if c.until, err = pglogrepl.ParseLSN(lsn); err != nil {
+		if c.until, err = cdc.CurrentEnd(ctx, s.src); err != nil {
 			return err
 		}
 		c.untilTaken = true
@@ -290,6 +286,10 @@ func (e *executor) cdcStep(ctx context.Context, s *session, stages []transform.S
 	if err != nil {
 		return false, err
 	}
+	// Large values an update left unchanged are not in the log: they are read from the table.
+	if err := s.stream.Fill(ctx, s.src, &ch); err != nil {
+		return false, err
+	}
 	if ch.Transactions == 0 {
 		// An idle stream has nothing to overlap: the batch kept in flight commits now.
 		if err := e.drain(ctx, s); err != nil {
@@ -297,14 +297,14 @@ func (e *executor) cdcStep(ctx context.Context, s *session, stages []transform.S
 		}
 		from, _ := checkpointLSN(e.after)
 		if ch.End > from &&
-			(time.Since(e.cdc.lastBeat) >= cdcHeartbeat || (e.pl.cdc.bounded && ch.End >= e.cdc.until)) {
+			(time.Since(e.cdc.lastBeat) >= cdcHeartbeat || (e.pl.cdc.bounded && e.cdc.until.Reached(ch.End))) {
 			if err := e.moveTo(ctx, s, ch.End); err != nil {
 				return false, err
 			}
 			from = ch.End
 		}
 		e.cdc.status.LagMilliseconds = 0
-		return e.pl.cdc.bounded && from >= e.cdc.until, nil
+		return e.pl.cdc.bounded && e.cdc.until.Reached(from), nil
 	}
 	var obs metrics.Batch
 	b := ch.Batch
@@ -324,7 +324,7 @@ func (e *executor) cdcStep(ctx context.Context, s *session, stages []transform.S
 	e.cdc.status.LastSourceCommitTime = &t
 	// A bounded run ends once it applied the WAL current at its start, even while the
 	// source keeps writing.
-	if e.pl.cdc.bounded && ch.End >= e.cdc.until {
+	if e.pl.cdc.bounded && e.cdc.until.Reached(ch.End) {
 		return true, e.drain(ctx, s)
 	}
 	return false, nil

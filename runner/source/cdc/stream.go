@@ -51,6 +51,9 @@ type Changes struct {
 	// the source commit times of its first and last one.
 	Transactions            int
 	FirstCommit, LastCommit time.Time
+	// Unchanged are the batch's rows whose update left large values out of the log; Fill
+	// reads them from the source before the batch is written.
+	Unchanged []Unchanged
 }
 
 // Stream reads the changes of one table from a replication slot.
@@ -62,6 +65,8 @@ type Stream struct {
 	relation uint32
 	cols     []int
 	keyIdx   []int
+	// keyTypes are the key columns' SQL types, once Fill needed them.
+	keyTypes []string
 	// the transaction being received
 	inTxn    bool
 	begin    pglogrepl.BeginMessage
@@ -82,6 +87,10 @@ type Stream struct {
 type change struct {
 	row     []any
 	deleted bool
+	// unchanged are the columns the log did not carry, keys the row's key values as the log
+	// gave them (set only with unchanged).
+	unchanged []int
+	keys      []string
 }
 
 type transaction struct {
@@ -126,6 +135,9 @@ func Start(ctx context.Context, conn *pgconn.PgConn, from pglogrepl.LSN, o Strea
 	s.lastStatus = time.Now()
 	return s, nil
 }
+
+// errQuiet stands for a receive that was not tried: the batch's time was up.
+var errQuiet = errors.New("cdc: no time left to wait")
 
 // ErrSlotLost marks the failure of a stream whose slot the server invalidated.
 var ErrSlotLost = errors.New("the replication slot is lost")
@@ -175,6 +187,9 @@ func (s *Stream) Next(ctx context.Context, maxRows int, maxBytes int64) (Changes
 			return false
 		}
 		for _, c := range t.changes {
+			if len(c.unchanged) > 0 {
+				ch.Unchanged = append(ch.Unchanged, Unchanged{Row: ch.Batch.Len(), Keys: c.keys, Columns: c.unchanged})
+			}
 			ch.Batch.Rows = append(ch.Batch.Rows, c.row)
 			ch.Batch.Deleted = append(ch.Batch.Deleted, c.deleted)
 			size += rowSize(c.row)
@@ -192,23 +207,29 @@ func (s *Stream) Next(ctx context.Context, maxRows int, maxBytes int64) (Changes
 	}
 	opened := time.Now()
 	asked := false
+	// An empty batch returns by quiet, even while messages keep coming: a busy database sends
+	// keepalives (and nothing else) for the transactions of its other tables, and the caller
+	// needs the empty batch to confirm the slot and to report.
+	quiet := opened.Add(s.opts.Idle)
 	for ch.Transactions == 0 || (ch.Batch.Len() < maxRows && (maxBytes <= 0 || size < maxBytes) && time.Since(opened) < s.opts.MaxWait) {
 		if s.unsent || time.Since(s.lastStatus) >= s.opts.StatusInterval {
 			if err := s.status(ctx, false); err != nil {
 				return ch, err
 			}
 		}
-		wait := s.opts.Idle
-		if ch.Transactions > 0 {
-			wait = s.opts.Linger
-		} else if asked {
-			wait = s.opts.Linger
+		wait := s.opts.Linger
+		if ch.Transactions == 0 {
+			wait = max(time.Until(quiet), 0)
 		}
-		rctx, cancel := context.WithTimeout(ctx, wait)
-		msg, err := s.conn.ReceiveMessage(rctx)
-		cancel()
+		var msg pgproto3.BackendMessage
+		err := errQuiet
+		if wait > 0 {
+			rctx, cancel := context.WithTimeout(ctx, wait)
+			msg, err = s.conn.ReceiveMessage(rctx)
+			cancel()
+		}
 		if err != nil {
-			if ctx.Err() == nil && pgconn.Timeout(err) {
+			if ctx.Err() == nil && (errors.Is(err, errQuiet) || pgconn.Timeout(err)) {
 				if ch.Transactions > 0 {
 					break
 				}
@@ -216,6 +237,7 @@ func (s *Stream) Next(ctx context.Context, maxRows int, maxBytes int64) (Changes
 					// Ask the server where it is: its answer is a keepalive with the
 					// position it has sent everything before.
 					asked = true
+					quiet = time.Now().Add(s.opts.Linger)
 					if err := s.status(ctx, true); err != nil {
 						return ch, err
 					}
@@ -290,16 +312,16 @@ func (s *Stream) logical(data []byte) (*transaction, error) {
 		if m.RelationID != s.relation {
 			return nil, nil
 		}
-		row, err := s.row(m.Tuple, nil)
+		c, err := s.change(m.Tuple, nil)
 		if err != nil {
 			return nil, err
 		}
-		s.txn = append(s.txn, change{row: row})
+		s.txn = append(s.txn, c)
 	case *pglogrepl.UpdateMessage:
 		if m.RelationID != s.relation {
 			return nil, nil
 		}
-		row, err := s.row(m.NewTuple, m.OldTuple)
+		c, err := s.change(m.NewTuple, m.OldTuple)
 		if err != nil {
 			return nil, err
 		}
@@ -308,11 +330,11 @@ func (s *Stream) logical(data []byte) (*transaction, error) {
 			if err != nil {
 				return nil, err
 			}
-			if !s.sameKey(old, row) {
+			if !s.sameKey(old, c.row) {
 				s.txn = append(s.txn, change{row: s.keyOnly(old), deleted: true})
 			}
 		}
-		s.txn = append(s.txn, change{row: row})
+		s.txn = append(s.txn, c)
 	case *pglogrepl.DeleteMessage:
 		if m.RelationID != s.relation {
 			return nil, nil
@@ -368,43 +390,62 @@ func (s *Stream) relationOf(m *pglogrepl.RelationMessage) error {
 	return nil
 }
 
-// row decodes a tuple into a batch row. A TOASTed value the update left unchanged is not
-// sent: it comes from the old row, which only REPLICA IDENTITY FULL sends.
+// row decodes a tuple into a batch row; a value the log did not carry is an error.
 func (s *Stream) row(t, old *pglogrepl.TupleData) ([]any, error) {
+	c, err := s.change(t, old)
+	if err == nil && len(c.unchanged) > 0 {
+		err = failure.Business(fmt.Errorf("cdc: a change of %s does not carry column %q", s.opts.Table, s.opts.Columns[c.unchanged[0]].Name))
+	}
+	return c.row, err
+}
+
+// change decodes a tuple into a change. A TOASTed value the update left unchanged is not
+// sent: it comes from the old row, which only REPLICA IDENTITY FULL sends, or else Fill
+// reads it from the source.
+func (s *Stream) change(t, old *pglogrepl.TupleData) (change, error) {
 	if s.cols == nil {
-		return nil, fmt.Errorf("cdc: a change of %s came before its relation", s.opts.Table)
+		return change{}, fmt.Errorf("cdc: a change of %s came before its relation", s.opts.Table)
 	}
 	if t == nil || len(t.Columns) != len(s.cols) {
-		return nil, fmt.Errorf("cdc: a change of %s does not match its relation's %d columns", s.opts.Table, len(s.cols))
+		return change{}, fmt.Errorf("cdc: a change of %s does not match its relation's %d columns", s.opts.Table, len(s.cols))
 	}
-	row := make([]any, len(s.opts.Columns))
-	for i, c := range t.Columns {
+	c := change{row: make([]any, len(s.opts.Columns))}
+	for i, tc := range t.Columns {
 		j := s.cols[i]
 		if j < 0 {
 			continue
 		}
-		switch c.DataType {
+		data := tc.Data
+		switch tc.DataType {
 		case pglogrepl.TupleDataTypeNull:
+			continue
 		case pglogrepl.TupleDataTypeToast:
 			if old == nil || i >= len(old.Columns) || old.Columns[i].DataType != pglogrepl.TupleDataTypeText {
-				return nil, failure.Business(fmt.Errorf("cdc: an update of %s left column %q's large (TOASTed) value unchanged, "+
-					"and the stream does not carry it: set REPLICA IDENTITY FULL on the table (docs/cdc.md)",
-					s.opts.Table, s.opts.Columns[j].Name))
+				if slices.Contains(s.keyIdx, j) {
+					return change{}, failure.Business(fmt.Errorf("cdc: an update of %s left key column %q's large (TOASTed) value unchanged, "+
+						"and the stream does not carry it: set REPLICA IDENTITY FULL on the table (docs/cdc.md)",
+						s.opts.Table, s.opts.Columns[j].Name))
+				}
+				c.unchanged = append(c.unchanged, j)
+				continue
 			}
-			v, err := s.decode(j, old.Columns[i].Data)
-			if err != nil {
-				return nil, err
+			data = old.Columns[i].Data
+		}
+		v, err := s.decode(j, data)
+		if err != nil {
+			return change{}, err
+		}
+		c.row[j] = v
+	}
+	if len(c.unchanged) > 0 {
+		c.keys = make([]string, len(s.keyIdx))
+		for i, tc := range t.Columns {
+			if k := slices.Index(s.keyIdx, s.cols[i]); s.cols[i] >= 0 && k >= 0 {
+				c.keys[k] = string(tc.Data)
 			}
-			row[j] = v
-		default:
-			v, err := s.decode(j, c.Data)
-			if err != nil {
-				return nil, err
-			}
-			row[j] = v
 		}
 	}
-	return row, nil
+	return c, nil
 }
 
 // decode decodes a text value the way the reader reads the column: with its codec where the
