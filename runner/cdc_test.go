@@ -446,19 +446,32 @@ func TestForgetDropsTheSlotAnEarlierRunnerStillHolds(t *testing.T) {
 // the default replica identity: the runner reads it from the source, so the sink still gets
 // the row whole, including when the row changed again or went before the run streamed it.
 func TestCDCFillsUnchangedLargeValuesFromTheSource(t *testing.T) {
-	for _, tp := range topologies {
-		t.Run(tp.name, func(t *testing.T) {
-			main, dst := dbsFor(t, tp)
+	sinks := []struct {
+		name   string
+		shared bool
+		es     bool
+	}{{"sink in state database", true, false}, {"sink in another database", false, false}, {"elasticsearch", true, true}}
+	for _, sk := range sinks {
+		t.Run(sk.name, func(t *testing.T) {
+			main, dst := dbsFor(t, topology{sk.name, sk.shared})
 			dropSlotsAtCleanup(t, main)
 			createSource(t, main, 600)
 			// Random hex of 16 kB per row: more than the 2 kB Postgres keeps in line even
 			// compressed, so every doc is stored out of line.
-			big := `(SELECT string_agg(md5(random()::text || g::text || i::text), '') FROM generate_series(1, 500) i)`
-			main.exec(t, `UPDATE src SET doc = jsonb_build_object('g', id, 'big', `+strings.ReplaceAll(big, "g::text", "id::text")+`)`)
-			createTarget(t, dst, "items")
+			big := `(SELECT string_agg(md5(random()::text || id::text || i::text), '') FROM generate_series(1, 500) i)`
+			main.exec(t, `UPDATE src SET doc = jsonb_build_object('g', id, 'big', `+big+`)`)
+			cfg, env := testConfig(main, dst), envOf(main, dst)
 			spec := cdcSpec(t, "analytics.items", dst.name, 100, true, nil)
-			r := &inProcess{cfg: testConfig(main, dst), env: envOf(main, dst), spec: spec,
-				pipeline: state.Pipeline{Namespace: "tenant", Name: "items", UID: "uid-toast-" + tp.name}}
+			var ix *esIndex
+			if sk.es {
+				ix = newESIndex(t, srcMappings)
+				cfg, env = esConfig(ix.url, main, ix.name), envOf(main)
+				spec = cdcSpec(t, "es:"+ix.name, "", 100, true, nil)
+			} else {
+				createTarget(t, dst, "items")
+			}
+			r := &inProcess{cfg: cfg, env: env, spec: spec,
+				pipeline: state.Pipeline{Namespace: "tenant", Name: "items", UID: "uid-toast"}}
 			requireOutcome(t, r.run(t), OutcomeIdle, configv1.ExitOK)
 			if n := main.queryInt(t, `SELECT count(*) FROM src WHERE pg_column_size(doc) > 2000`); n != 600 {
 				t.Fatalf("%d of 600 docs are stored out of line", n)
@@ -473,15 +486,19 @@ func TestCDCFillsUnchangedLargeValuesFromTheSource(t *testing.T) {
 			main.exec(t, `UPDATE src SET name = 'doomed' WHERE id % 13 = 0`)
 			main.exec(t, `DELETE FROM src WHERE id % 13 = 0`)
 			main.exec(t, `UPDATE src SET name = 'changed twice' WHERE id % 17 = 0`)
-			main.exec(t, `UPDATE src SET doc = jsonb_build_object('g', -id, 'big', `+strings.ReplaceAll(big, "g::text", "id::text")+`) WHERE id % 17 = 0`)
+			main.exec(t, `UPDATE src SET doc = jsonb_build_object('g', -id, 'big', `+big+`) WHERE id % 17 = 0`)
 			main.exec(t, `UPDATE src SET name = 'reborn' WHERE id = 2`)
 			main.exec(t, `BEGIN; DELETE FROM src WHERE id = 2; INSERT INTO src VALUES (2, now(), 'new 2', 2, '{"g": 2}'); COMMIT`)
 			r.runID, r.rep = "run-2", nil
 			res := r.run(t)
 			requireOutcome(t, res, OutcomeIdle, configv1.ExitOK)
-			sinkMatchesSource(t, main, dst, "items")
 			if res.RowsRead == 0 {
 				t.Fatalf("the second run read no change")
+			}
+			if sk.es {
+				indexMatchesSource(t, main, ix)
+			} else {
+				sinkMatchesSource(t, main, dst, "items")
 			}
 		})
 	}
