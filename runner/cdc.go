@@ -286,8 +286,7 @@ func (e *executor) cdcStep(ctx context.Context, s *session, stages []transform.S
 	if err != nil {
 		return false, err
 	}
-	// Large values an update left unchanged are not in the log: they are read from the table.
-	if err := s.stream.Fill(ctx, s.src, &ch); err != nil {
+	if err := fillUnchanged(ctx, s.reader, &ch); err != nil {
 		return false, err
 	}
 	if ch.Transactions == 0 {
@@ -475,7 +474,7 @@ func (e *executor) startStream(ctx context.Context, s *session) error {
 	}
 	// This runner holds the pipeline's claim: a walsender still streaming its slot serves a
 	// runner that lost it.
-	if released, err := cdc.ReleaseSlot(ctx, s.src, e.cdc.slot, 10*time.Second); err != nil {
+	if released, err := cdc.ReleaseSlot(ctx, s.src, e.cdc.slot, slotReleaseWait); err != nil {
 		return err
 	} else if released {
 		e.log.Warn("ended the walsender of an earlier runner that still held the replication slot", "slot", e.cdc.slot)

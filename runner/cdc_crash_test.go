@@ -69,31 +69,13 @@ func TestKilledCDCRunnersStayExact(t *testing.T) {
 		t.Skip("builds the binary and runs it many times")
 	}
 	bin := buildSluice(t)
-	sinks := []struct {
-		name   string
-		shared bool
-		es     bool
-	}{{"postgres sink in state database", true, false}, {"postgres sink in another database", false, false}, {"elasticsearch", true, true}}
-	for i, sk := range sinks {
+	for i, sk := range cdcSinks {
 		t.Run(sk.name, func(t *testing.T) {
 			t.Parallel()
 			main, dst := dbsFor(t, topology{sk.name, sk.shared})
 			dropSlotsAtCleanup(t, main)
 			createSource(t, main, 60000)
-			var cfg *configv1.OperatorConfig
-			var spec string
-			var ix *esIndex
-			env := envOf(main, dst)
-			if sk.es {
-				ix = newESIndex(t, srcMappings)
-				cfg = esConfig(ix.url, main, ix.name)
-				spec = cdcSpec(t, "es:"+ix.name, "", 250, true, nil)
-				env = envOf(main)
-			} else {
-				createTarget(t, dst, "items")
-				cfg = testConfig(main, dst)
-				spec = cdcSpec(t, "analytics.items", dst.name, 250, true, nil)
-			}
+			cfg, env, spec, sinkMatches := cdcTarget(t, sk, main, dst, 250)
 			cfgPath := writeConfig(t, cfg)
 			p := state.Pipeline{Namespace: "tenant", Name: "items"}
 			args := []string{"--config", cfgPath, "--no-status", "--termination-log", "", "--log-level", "warn"}
@@ -145,13 +127,33 @@ func TestKilledCDCRunnersStayExact(t *testing.T) {
 				t.Fatalf("the test exercised too little: %d copy kills, %d stream kills, %d transactions, %d samples",
 					copyKills, streamKills, txns, watch.samples)
 			}
-			if sk.es {
-				indexMatchesSource(t, main, ix)
-			} else {
-				sinkMatchesSource(t, main, dst, "items")
-			}
+			sinkMatches(t)
 		})
 	}
+}
+
+// cdcSink is a sink the CDC tests run against.
+type cdcSink struct {
+	name string
+	// shared: Postgres in the state database; es: Elasticsearch (else Postgres in another
+	// database).
+	shared, es bool
+}
+
+var cdcSinks = []cdcSink{{"postgres sink in state database", true, false}, {"postgres sink in another database", false, false}, {"elasticsearch", true, true}}
+
+// cdcTarget readies sk's target for a bounded CDC pipeline of main's src, and returns its
+// operator configuration, environment and spec, and the check that the target equals src.
+func cdcTarget(t *testing.T, sk cdcSink, main, dst *testDB, batch int32) (*configv1.OperatorConfig, map[string]string, string, func(*testing.T)) {
+	t.Helper()
+	if sk.es {
+		ix := newESIndex(t, srcMappings)
+		return esConfig(ix.url, main, ix.name), envOf(main), cdcSpec(t, "es:"+ix.name, "", batch, true, nil),
+			func(t *testing.T) { t.Helper(); indexMatchesSource(t, main, ix) }
+	}
+	createTarget(t, dst, "items")
+	return testConfig(main, dst), envOf(main, dst), cdcSpec(t, "analytics.items", dst.name, batch, true, nil),
+		func(t *testing.T) { t.Helper(); sinkMatchesSource(t, main, dst, "items") }
 }
 
 // killDuringCopy SIGKILLs runners of a CDC pipeline while they copy the table: each is killed

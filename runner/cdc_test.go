@@ -446,12 +446,7 @@ func TestForgetDropsTheSlotAnEarlierRunnerStillHolds(t *testing.T) {
 // the default replica identity: the runner reads it from the source, so the sink still gets
 // the row whole, including when the row changed again or went before the run streamed it.
 func TestCDCFillsUnchangedLargeValuesFromTheSource(t *testing.T) {
-	sinks := []struct {
-		name   string
-		shared bool
-		es     bool
-	}{{"sink in state database", true, false}, {"sink in another database", false, false}, {"elasticsearch", true, true}}
-	for _, sk := range sinks {
+	for _, sk := range cdcSinks {
 		t.Run(sk.name, func(t *testing.T) {
 			main, dst := dbsFor(t, topology{sk.name, sk.shared})
 			dropSlotsAtCleanup(t, main)
@@ -460,16 +455,7 @@ func TestCDCFillsUnchangedLargeValuesFromTheSource(t *testing.T) {
 			// compressed, so every doc is stored out of line.
 			big := `(SELECT string_agg(md5(random()::text || id::text || i::text), '') FROM generate_series(1, 500) i)`
 			main.exec(t, `UPDATE src SET doc = jsonb_build_object('g', id, 'big', `+big+`)`)
-			cfg, env := testConfig(main, dst), envOf(main, dst)
-			spec := cdcSpec(t, "analytics.items", dst.name, 100, true, nil)
-			var ix *esIndex
-			if sk.es {
-				ix = newESIndex(t, srcMappings)
-				cfg, env = esConfig(ix.url, main, ix.name), envOf(main)
-				spec = cdcSpec(t, "es:"+ix.name, "", 100, true, nil)
-			} else {
-				createTarget(t, dst, "items")
-			}
+			cfg, env, spec, sinkMatches := cdcTarget(t, sk, main, dst, 100)
 			r := &inProcess{cfg: cfg, env: env, spec: spec,
 				pipeline: state.Pipeline{Namespace: "tenant", Name: "items", UID: "uid-toast"}}
 			requireOutcome(t, r.run(t), OutcomeIdle, configv1.ExitOK)
@@ -495,11 +481,7 @@ func TestCDCFillsUnchangedLargeValuesFromTheSource(t *testing.T) {
 			if res.RowsRead == 0 {
 				t.Fatalf("the second run read no change")
 			}
-			if sk.es {
-				indexMatchesSource(t, main, ix)
-			} else {
-				sinkMatchesSource(t, main, dst, "items")
-			}
+			sinkMatches(t)
 		})
 	}
 }
@@ -514,9 +496,9 @@ func TestCDCOfAQuietTableInABusyDatabase(t *testing.T) {
 	createTarget(t, main, "items")
 	main.exec(t, `CREATE TABLE noise (n int)`)
 	ctx, stop := context.WithCancel(context.Background())
-	defer stop()
 	noise, err := pgx.Connect(ctx, main.dsn)
 	if err != nil {
+		stop()
 		t.Fatal(err)
 	}
 	var wg sync.WaitGroup

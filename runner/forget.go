@@ -110,7 +110,7 @@ func forgetSlots(ctx context.Context, p ForgetParams, store *state.Store) error 
 				"slot", r.Slot, "connection", r.Connection)
 			continue
 		}
-		if err := releaseSlot(ctx, p, r, dsn); err != nil {
+		if err := releaseSlot(ctx, p, r, dsn, log); err != nil {
 			return err
 		}
 		repl, err := cdc.ConnectReplication(ctx, dsn, appName(p.Pipeline))
@@ -137,15 +137,15 @@ func forgetSlots(ctx context.Context, p ForgetParams, store *state.Store) error 
 // pipeline (a pod whose node went away keeps its connection until wal_sender_timeout): the
 // Job holds the pipeline's lock, so that runner lost its claim and commits nothing more.
 // Without it, dropping the slot would wait for that connection to go.
-func releaseSlot(ctx context.Context, p ForgetParams, r state.SlotRecord, dsn string) error {
+func releaseSlot(ctx context.Context, p ForgetParams, r state.SlotRecord, dsn string, log *slog.Logger) error {
 	conn, err := connect(ctx, r.Connection, dsn, appName(p.Pipeline), false, p.Config.Runner.Postgres.SessionParams())
 	if err != nil {
 		return err
 	}
 	defer func() { _ = conn.Close(context.WithoutCancel(ctx)) }()
-	released, err := cdc.ReleaseSlot(ctx, conn, r.Slot, 10*time.Second)
-	if released && p.Log != nil {
-		p.Log.Warn("ended the walsender of a runner that still held the replication slot", "slot", r.Slot)
+	released, err := cdc.ReleaseSlot(ctx, conn, r.Slot, slotReleaseWait)
+	if released {
+		log.Warn("ended the walsender of a runner that still held the replication slot", "slot", r.Slot)
 	}
 	return err
 }

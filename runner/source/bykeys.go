@@ -42,8 +42,8 @@ func KeysSQL(query string, keys, types, order []string) string {
 }
 
 // ReadKeys reads, decoded, the reader query's rows whose key columns hold one of keys (each
-// the key columns' values in Postgres' text form, as RejectedKeys returns them). A key whose
-// row is gone is not in the batch.
+// the key columns' values in Postgres' text form, as RejectedKeys returns them and the
+// replication log carries them). A key whose row is gone is not in the batch.
 func (r *Reader) ReadKeys(ctx context.Context, keys [][]string) (*batch.Batch, error) {
 	b := &batch.Batch{Columns: r.columns, Rows: make([][]any, 0, len(keys))}
 	if len(keys) == 0 {
@@ -58,7 +58,7 @@ func (r *Reader) ReadKeys(ctx context.Context, keys [][]string) (*batch.Batch, e
 		col := make([]string, len(keys))
 		for i, k := range keys {
 			if len(k) != len(names) {
-				return nil, fmt.Errorf("rejected key %v has %d values for the key columns %s", k, len(k), strings.Join(names, ", "))
+				return nil, fmt.Errorf("key %v has %d values for the key columns %s", k, len(k), strings.Join(names, ", "))
 			}
 			col[i] = k[c]
 		}
@@ -80,7 +80,7 @@ func (r *Reader) ReadKeys(ctx context.Context, keys [][]string) (*batch.Batch, e
 		return rows.Err()
 	})
 	if err != nil {
-		return nil, readErr("read rejected rows", err)
+		return nil, readErr("read rows by key", err)
 	}
 	return b, nil
 }

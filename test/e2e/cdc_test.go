@@ -6,6 +6,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5"
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
@@ -106,34 +107,15 @@ func waitSinkEqualsSource(table string, timeout time.Duration) tableSum {
 }
 
 // currentLSN is the source's WAL insert position now.
-func currentLSN() string {
+func currentLSN() pglogrepl.LSN {
 	GinkgoHelper()
 	conn := pg()
 	defer func() { _ = conn.Close(context.Background()) }()
 	var lsn string
 	Expect(conn.QueryRow(context.Background(), `SELECT pg_current_wal_insert_lsn()::text`).Scan(&lsn)).To(Succeed())
-	return lsn
-}
-
-// lsnAfter reports whether WAL position a is past b.
-func lsnAfter(a, b string) (bool, error) {
-	var after bool
-	conn, err := pgx.Connect(context.Background(), suiteDSN)
-	if err != nil {
-		return false, err
-	}
-	defer func() { _ = conn.Close(context.Background()) }()
-	err = conn.QueryRow(context.Background(), `SELECT $1::pg_lsn > $2::pg_lsn`, a, b).Scan(&after)
-	return after, err
-}
-
-// slotCount and publicationCount count the source's slot and publication of a name.
-func slotCount(slot string) (int64, error) {
-	return queryInt(`SELECT count(*) FROM pg_replication_slots WHERE slot_name = $1`, slot)
-}
-
-func publicationCount(pub string) (int64, error) {
-	return queryInt(`SELECT count(*) FROM pg_publication WHERE pubname = $1`, pub)
+	pos, err := pglogrepl.ParseLSN(lsn)
+	Expect(err).NotTo(HaveOccurred())
+	return pos
 }
 
 // cdcChange runs one source transaction of inserts, updates (a key change among them) and
@@ -220,9 +202,9 @@ var _ = Describe("A CDC pipeline on the local cluster", func() {
 			g.Expect(r).NotTo(BeNil())
 			g.Expect(r.Phase).To(Equal(etlv1.ReplicationStreaming))
 			g.Expect(r.ConfirmedLSN).To(MatchRegexp(`^[0-9A-F]+/[0-9A-F]+$`))
-			after, err := lsnAfter(r.ConfirmedLSN, before)
+			confirmed, err := pglogrepl.ParseLSN(r.ConfirmedLSN)
 			g.Expect(err).NotTo(HaveOccurred())
-			g.Expect(after).To(BeTrue(), "confirmedLSN %s is past the changes' start %s", r.ConfirmedLSN, before)
+			g.Expect(confirmed).To(BeNumerically(">", before), "confirmedLSN %s is past the changes' start %s", confirmed, before)
 			g.Expect(p.Status.Run).NotTo(BeNil())
 			g.Expect(p.Status.Run.RowsDeleted).To(BeNumerically(">", 0), "the source's deletes are counted")
 		}).WithTimeout(30 * time.Second).WithPolling(poll).Should(Succeed())
@@ -296,8 +278,10 @@ var _ = Describe("A CDC pipeline on the local cluster", func() {
 		By("kubectl delete: the pipeline goes, and its slot and publication with it")
 		mustKubectl("delete", "etlpipeline", name, "-n", ns, "--wait=false")
 		mustKubectl("wait", "-n", ns, "--for=delete", "--timeout=60s", "etlpipeline/"+name)
-		Expect(slotCount(slot)).To(BeZero(), "the replication slot is dropped before the pipeline is gone")
-		Expect(publicationCount(publication)).To(BeZero(), "the publication is dropped before the pipeline is gone")
+		Expect(queryInt(`SELECT count(*) FROM pg_replication_slots WHERE slot_name = $1`, slot)).
+			To(BeZero(), "the replication slot is dropped before the pipeline is gone")
+		Expect(queryInt(`SELECT count(*) FROM pg_publication WHERE pubname = $1`, publication)).
+			To(BeZero(), "the publication is dropped before the pipeline is gone")
 		Expect(queryInt(`SELECT count(*) FROM etl.etl_slots WHERE slot = $1`, slot)).To(BeZero(), "etl.etl_slots forgets it")
 		_, _ = fmt.Fprintf(GinkgoWriter, "deleted at %s\n", time.Since(start).Round(time.Millisecond))
 	})

@@ -51,8 +51,8 @@ type Changes struct {
 	// the source commit times of its first and last one.
 	Transactions            int
 	FirstCommit, LastCommit time.Time
-	// Unchanged are the batch's rows whose update left large values out of the log; Fill
-	// reads them from the source before the batch is written.
+	// Unchanged are the batch's rows whose update left large values out of the log: the
+	// caller reads them from the table before the batch is written.
 	Unchanged []Unchanged
 }
 
@@ -65,8 +65,6 @@ type Stream struct {
 	relation uint32
 	cols     []int
 	keyIdx   []int
-	// keyTypes are the key columns' SQL types, once Fill needed them.
-	keyTypes []string
 	// the transaction being received
 	inTxn    bool
 	begin    pglogrepl.BeginMessage
@@ -400,8 +398,8 @@ func (s *Stream) row(t, old *pglogrepl.TupleData) ([]any, error) {
 }
 
 // change decodes a tuple into a change. A TOASTed value the update left unchanged is not
-// sent: it comes from the old row, which only REPLICA IDENTITY FULL sends, or else Fill
-// reads it from the source.
+// sent: it comes from the old row, which only REPLICA IDENTITY FULL sends, or else the
+// change lists it as unchanged.
 func (s *Stream) change(t, old *pglogrepl.TupleData) (change, error) {
 	if s.cols == nil {
 		return change{}, fmt.Errorf("cdc: a change of %s came before its relation", s.opts.Table)
